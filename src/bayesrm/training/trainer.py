@@ -1,0 +1,128 @@
+"""Bradley-Terry reward-model training on ``transformers.Trainer``.
+
+Because this is a plain Trainer subclass, checkpointing and ``resume_from_checkpoint``,
+gradient accumulation, logging and multi-process training (DDP via ``torchrun`` /
+``accelerate launch``) work unchanged. The model may be a :class:`~bayesrm.models.RewardModel`
+(rewards [2B]) or an ensemble (rewards [K, 2B]); see :func:`bayesrm.training.losses.bradley_terry_loss`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments
+
+from bayesrm.data.collator import PreferenceCollator, PreferenceDataset
+from bayesrm.data.schema import PreferencePair
+from bayesrm.training.losses import TARGETS, bradley_terry_loss
+
+
+@dataclass
+class RewardTrainingConfig(TrainingArguments):
+    """``TrainingArguments`` plus the Bradley-Terry options (defaults suited to LoRA reward models)."""
+
+    output_dir: str = field(default="runs/reward_model", metadata={"help": "Where checkpoints and logs go."})
+    learning_rate: float = field(default=2e-4, metadata={"help": "Peak learning rate (LoRA-sized)."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Preference pairs per device per step."})
+    per_device_eval_batch_size: int = field(default=32, metadata={"help": "Pairs per device per eval step."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the training pairs."})
+    logging_steps: float = field(default=10, metadata={"help": "Log loss / accuracy / margin every N steps."})
+    save_strategy: str = field(default="no", metadata={"help": "'steps' or 'epoch' to keep resumable checkpoints."})
+    report_to: Any = field(default="none", metadata={"help": "Experiment trackers (none by default)."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Kept False: batches are built by our collator."})
+    center_rewards_coefficient: float = field(
+        default=0.0, metadata={"help": "Weight c of the reward-centering term c * mean((r_w + r_l)^2)."}
+    )
+    ensemble_target: str = field(
+        default="members", metadata={"help": "Ensembles: 'members' (each member's BT loss) or 'mean' (UP-RLHF eq. 12)."}
+    )
+    use_margin: bool = field(default=True, metadata={"help": "Subtract the pairs' margins (when the data has them)."})
+
+    def __post_init__(self) -> None:
+        if self.ensemble_target not in TARGETS:
+            raise ValueError(f"ensemble_target must be one of {TARGETS}, got {self.ensemble_target!r}")
+        super().__post_init__()
+
+
+class RewardTrainer(Trainer):
+    """Trains any model whose forward maps (input_ids [2B,T], attention_mask [2B,T]) to rewards [2B] or [K, 2B].
+
+    Optional model hooks: ``extra_loss() -> (tensor, stats)`` is added to the loss (e.g. the
+    diversity term), ``member_weights(pair_index [B]) -> [K, B]`` gives per-member pair weights.
+    Logs loss, accuracy, margin and reward mean (and per-member accuracy for ensembles).
+    """
+
+    args: RewardTrainingConfig
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._stats: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+
+    def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None):
+        rewards = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])  # [2B] or [K, 2B]
+        n_pairs = inputs["input_ids"].shape[0] // 2
+        r_chosen, r_rejected = rewards[..., :n_pairs], rewards[..., n_pairs:]  # each [B] or [K, B]
+        core = self.accelerator.unwrap_model(model)
+        weights = None
+        if rewards.ndim == 2 and hasattr(core, "member_weights") and "pair_index" in inputs:
+            weights = core.member_weights(inputs["pair_index"])
+        margin = inputs.get("margin") if self.args.use_margin else None
+        loss, stats = bradley_terry_loss(
+            r_chosen, r_rejected, margin, self.args.center_rewards_coefficient, self.args.ensemble_target, weights
+        )
+        if model.training and hasattr(core, "extra_loss"):
+            extra, extra_stats = core.extra_loss()
+            loss = loss + extra
+            stats.update(extra_stats)
+            stats["loss"] = float(loss.detach())
+        split = "train" if model.training else "eval"
+        for name, value in stats.items():
+            self._stats[split][name].append(value)
+        return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def prediction_step(self, model: nn.Module, inputs: dict[str, torch.Tensor], prediction_loss_only: bool, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        split = "eval" if any(k.startswith("eval_") for k in logs) else "train"
+        prefix = "eval_" if split == "eval" else ""
+        for name, values in self._stats[split].items():
+            if name != "loss" and values:
+                logs[prefix + name] = sum(values) / len(values)
+        self._stats[split].clear()
+        super().log(logs, start_time)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Save in bayesrm's own format (config.json + model.safetensors of the trained weights)."""
+        if not self.args.should_save:
+            return
+        self.accelerator.unwrap_model(self.model).save_pretrained(output_dir or self.args.output_dir)
+
+
+def train_reward_model(
+    model: nn.Module,
+    train_pairs: Sequence[PreferencePair],
+    config: RewardTrainingConfig,
+    eval_pairs: Sequence[PreferencePair] | None = None,
+    resume_from_checkpoint: str | bool | None = None,
+) -> RewardTrainer:
+    """Tokenize the pairs with the model's own encoder, train, and return the trainer (model trained in place)."""
+    if not train_pairs:
+        raise ValueError("no training pairs")
+    encoder = model.encoder
+    trainer = RewardTrainer(
+        model=model,
+        args=config,
+        train_dataset=PreferenceDataset(train_pairs, encoder),
+        eval_dataset=PreferenceDataset(eval_pairs, encoder) if eval_pairs else None,
+        data_collator=PreferenceCollator(encoder),
+    )
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    return trainer
