@@ -27,14 +27,16 @@ def _word_vocab() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     """A word-level BERT tokenizer saved to disk (serves both tiny backbones)."""
-    from transformers import BertTokenizerFast
-
     d = tmp_path_factory.mktemp("tok")
-    vocab = d / "vocab.txt"
-    vocab.write_text("\n".join(_word_vocab()) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    tok.save_pretrained(d)
+    make_tiny_tokenizer().save_pretrained(d)
     return d
+
+
+def make_tiny_tokenizer():
+    """A word-level BERT tokenizer over ~100 words (lower-cased; unknown words map to [UNK])."""
+    from transformers import BertTokenizer
+
+    return BertTokenizer(vocab={w: i for i, w in enumerate(_word_vocab())}, do_lower_case=True)
 
 
 def _save_tiny(kind: str, out: Path, tok_dir: Path) -> Path:

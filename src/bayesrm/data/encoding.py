@@ -46,9 +46,15 @@ class PairEncoder:
         """(prefix, middle, suffix) special tokens the tokenizer puts around a text pair,
         read off by encoding two one-token placeholders (e.g. BERT: [CLS] a [SEP] b [SEP])."""
         tok = self.tokenizer
-        a, b = tok("a", add_special_tokens=False)["input_ids"], tok("b", add_special_tokens=False)["input_ids"]
-        full = tok("a", "b")["input_ids"]
-        if len(a) != 1 or len(b) != 1 or full.count(a[0]) != 1 or full.count(b[0]) != 1:
+        special = set(tok.all_special_ids)
+        words = [w for w, i in sorted(tok.get_vocab().items(), key=lambda kv: kv[1]) if w.isalpha() and i not in special]
+        ids = {w: tok(w, add_special_tokens=False)["input_ids"] for w in words[:200]}
+        singles = [w for w, v in ids.items() if len(v) == 1]
+        if len(singles) < 2:
+            raise ValueError(f"cannot read the pair template of tokenizer {type(tok).__name__}")
+        a, b = ids[singles[0]], ids[singles[1]]
+        full = tok(singles[0], singles[1])["input_ids"]
+        if full.count(a[0]) != 1 or full.count(b[0]) != 1:
             raise ValueError(f"cannot read the pair template of tokenizer {type(tok).__name__}")
         i, j = full.index(a[0]), full.index(b[0])
         return full[:i], full[i + 1 : j], full[j + 1 :]
