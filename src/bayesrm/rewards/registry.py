@@ -1,0 +1,98 @@
+"""Build rewards by name or from a spec string.
+
+Spec grammar: stages joined by ``|``, read left to right like a pipeline; each stage is
+``name`` or ``name:key=value,key=value``.
+
+- ``std:k=2``                          mu - 2 sigma
+- ``up:beta2=0.5``                     UP-RLHF penalty
+- ``std:k=2|log_sigmoid:q=0.85``       log sigmoid(mu - 2 sigma - r_ref(x)), r_ref the per-prompt 0.85-quantile
+- ``zscore|std:k=1``                   z-score the prediction (fit on reference samples), then mu - sigma
+
+Names: mean, std (lcb), var (uwo), min, up; transforms log_sigmoid; prefix zscore.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from bayesrm.rewards.base import Reward
+from bayesrm.rewards.conservative import Mean, MinMember, StdPenalty, UPPenalty, VarPenalty
+from bayesrm.rewards.transforms import LogSigmoid, Standardized
+
+BASE_REWARDS: dict[str, type[Reward]] = {
+    "mean": Mean,
+    "std": StdPenalty,
+    "lcb": StdPenalty,
+    "var": VarPenalty,
+    "uwo": VarPenalty,
+    "min": MinMember,
+    "up": UPPenalty,
+}
+TRANSFORMS: dict[str, type[Reward]] = {"log_sigmoid": LogSigmoid}
+REWARD_NAMES = sorted([*BASE_REWARDS, *TRANSFORMS, "zscore"])
+
+
+def _coerce(cls: type[Reward], key: str, value: Any) -> Any:
+    """Convert a spec-string value to the type of the field's default."""
+    params = {f.name: f for f in fields(cls) if f.metadata.get("param")}
+    if key not in params:
+        raise ValueError(f"reward '{cls.name}' has no parameter '{key}'; parameters: {sorted(params) or 'none'}")
+    if not isinstance(value, str):
+        return value
+    kind = type(params[key].default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"reward '{cls.name}': {key}={value!r} is not a valid {kind.__name__}") from None
+
+
+def make_reward(name: str, **params: Any) -> Reward:
+    """A reward by name: ``make_reward("std", k=2)``, ``make_reward("log_sigmoid", base="std:k=2", q=0.9)``."""
+    key = name.strip().lower()
+    if key in BASE_REWARDS:
+        cls = BASE_REWARDS[key]
+        return cls(**{k: _coerce(cls, k, v) for k, v in params.items()})
+    if key in TRANSFORMS or key == "zscore":
+        cls = TRANSFORMS.get(key, Standardized)
+        base = params.pop("base", None)
+        base = parse_reward(base) if isinstance(base, str) else (base or Mean())
+        direct = {k: params.pop(k) for k in ("reference", "standardizer") if k in params}
+        return cls(base=base, **direct, **{k: _coerce(cls, k, v) for k, v in params.items()})
+    raise ValueError(f"unknown reward '{name}'; known: {', '.join(REWARD_NAMES)}")
+
+
+def _parse_stage(stage: str, spec: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = stage.strip().partition(":")
+    params: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip() or not value.strip():
+            raise ValueError(f"reward spec {spec!r}: expected key=value, got {item!r}")
+        params[key.strip()] = value.strip()
+    if not name:
+        raise ValueError(f"reward spec {spec!r} has an empty stage")
+    return name.lower(), params
+
+
+def parse_reward(spec: str, **kwargs: Any) -> Reward:
+    """Parse a spec string (see module docstring); ``kwargs`` go to the last stage (e.g. ``reference=``)."""
+    stages = [_parse_stage(s, spec) for s in spec.split("|")]
+    zscore = stages[0][0] == "zscore"
+    if zscore:
+        if stages[0][1]:
+            raise ValueError(f"reward spec {spec!r}: zscore takes no parameters")
+        stages = stages[1:] or [("mean", {})]
+    (name, params), transforms = stages[0], stages[1:]
+    if name not in BASE_REWARDS:
+        raise ValueError(f"reward spec {spec!r}: the first stage must be one of {sorted(BASE_REWARDS)}, got '{name}'")
+    last = not transforms
+    reward = make_reward(name, **params, **(kwargs if last and not zscore else {}))
+    if zscore:
+        reward = make_reward("zscore", base=reward, **(kwargs if last else {}))
+    for i, (name, params) in enumerate(transforms):
+        if name not in TRANSFORMS:
+            raise ValueError(f"reward spec {spec!r}: '{name}' is not a transform; transforms: {sorted(TRANSFORMS)}")
+        extra = kwargs if i == len(transforms) - 1 else {}
+        reward = make_reward(name, base=reward, **params, **extra)
+    return reward
