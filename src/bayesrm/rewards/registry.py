@@ -6,6 +6,7 @@ Spec grammar: stages joined by ``|``, read left to right like a pipeline; each s
 - ``std:k=2``                          mu - 2 sigma
 - ``up:beta2=0.5``                     UP-RLHF penalty
 - ``std:k=2|log_sigmoid:q=0.85``       log sigmoid(mu - 2 sigma - r_ref(x)), r_ref the per-prompt 0.85-quantile
+- ``log_sigmoid``                      log sigmoid(mu - r_ref(x)) (a transform alone applies to the mean)
 - ``zscore|std:k=1``                   z-score the prediction (fit on reference samples), then mu - sigma
 
 Names: mean, std (lcb), var (uwo), min, up; transforms log_sigmoid; prefix zscore.
@@ -83,9 +84,14 @@ def parse_reward(spec: str, **kwargs: Any) -> Reward:
         if stages[0][1]:
             raise ValueError(f"reward spec {spec!r}: zscore takes no parameters")
         stages = stages[1:] or [("mean", {})]
+    if stages[0][0] in TRANSFORMS:  # "log_sigmoid" alone transforms the mean
+        stages = [("mean", {}), *stages]
     (name, params), transforms = stages[0], stages[1:]
     if name not in BASE_REWARDS:
-        raise ValueError(f"reward spec {spec!r}: the first stage must be one of {sorted(BASE_REWARDS)}, got '{name}'")
+        raise ValueError(
+            f"reward spec {spec!r}: unknown reward '{name}'; the first stage is one of {sorted(BASE_REWARDS)}"
+            f" (optionally after zscore), or a transform {sorted(TRANSFORMS)} of the mean"
+        )
     last = not transforms
     reward = make_reward(name, **params, **(kwargs if last and not zscore else {}))
     if zscore:

@@ -1,0 +1,202 @@
+"""Conservative rewards, transforms and the registry against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from bayesrm.rewards import (
+    LogSigmoid,
+    Mean,
+    MinMember,
+    PromptReference,
+    Standardized,
+    Standardizer,
+    StdPenalty,
+    SumOf,
+    UPPenalty,
+    VarPenalty,
+    make_reward,
+    parse_reward,
+)
+from bayesrm.types import RewardPrediction
+
+# Two members, three examples: mean [2, 2, 4], population std [1, 0, 2], var [1, 0, 4].
+MEMBERS = torch.tensor([[1.0, 2.0, 2.0], [3.0, 2.0, 6.0]])
+
+
+@pytest.fixture()
+def pred() -> RewardPrediction:
+    return RewardPrediction.from_members(MEMBERS)
+
+
+def logsig(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def test_basic_formulas(pred):
+    torch.testing.assert_close(Mean()(pred), torch.tensor([2.0, 2.0, 4.0]))
+    torch.testing.assert_close(StdPenalty(k=2)(pred), torch.tensor([0.0, 2.0, 0.0]))
+    torch.testing.assert_close(VarPenalty(k=0.5)(pred), torch.tensor([1.5, 2.0, 2.0]))
+    torch.testing.assert_close(MinMember()(pred), torch.tensor([1.0, 2.0, 2.0]))
+
+
+def test_min_without_members_is_a_clear_error():
+    with pytest.raises(ValueError, match="members"):
+        MinMember()(RewardPrediction.point(torch.tensor([1.0, 2.0])))
+
+
+def test_negative_penalty_rejected():
+    with pytest.raises(ValueError, match="k must be"):
+        StdPenalty(k=-1)
+
+
+def test_up_running_mean_over_batches():
+    up = UPPenalty(beta2=0.5)
+    b1 = RewardPrediction(mean=torch.tensor([1.0, 2.0]), var=torch.tensor([1.0, 9.0]))  # sigma 1, 3
+    b2 = RewardPrediction(mean=torch.tensor([0.0, 0.0, 0.0]), var=torch.tensor([0.0, 4.0, 16.0]))  # sigma 0, 2, 4
+    # batch 1: u_bar = (1 + 3) / 2 = 2 (current batch included before subtracting)
+    torch.testing.assert_close(up(b1), torch.tensor([1.0 - 0.5 * (1 - 2), 2.0 - 0.5 * (3 - 2)]))
+    # batch 2: u_bar = (1 + 3 + 0 + 2 + 4) / 5 = 2
+    torch.testing.assert_close(up(b2), torch.tensor([1.0, 0.0, -1.0]))
+    b3 = RewardPrediction(mean=torch.tensor([5.0]), var=torch.tensor([121.0]))  # sigma 11
+    # batch 3: u_bar = (10 + 11) / 6 = 3.5
+    torch.testing.assert_close(up(b3), torch.tensor([5.0 - 0.5 * (11 - 3.5)]))
+    assert up.stats.count == 6 and up.u_bar == pytest.approx(3.5)
+
+
+def test_up_state_dict_round_trip(tmp_path):
+    up = UPPenalty(beta2=1.0)
+    up(RewardPrediction(mean=torch.zeros(3), var=torch.tensor([1.0, 4.0, 9.0])))  # u_bar = 2
+    path = tmp_path / "reward_state.safetensors"
+    save_file(up.state_dict(), str(path))
+    resumed = UPPenalty(beta2=1.0)
+    resumed.load_state_dict(load_file(str(path)))
+    assert resumed.stats.count == 3 and resumed.u_bar == pytest.approx(2.0)
+    nxt = RewardPrediction(mean=torch.zeros(1), var=torch.tensor([25.0]))  # u_bar -> (6 + 5) / 4
+    torch.testing.assert_close(resumed(nxt), up(nxt))
+    torch.testing.assert_close(resumed(nxt), torch.tensor([-(5.0 - 16.0 / 5)]))
+
+
+def test_up_frozen_needs_state():
+    with pytest.raises(RuntimeError, match="running mean"):
+        UPPenalty(update=False)(RewardPrediction.point(torch.zeros(2)))
+
+
+def test_prompt_reference_quantile_matches_numpy():
+    gen = np.random.default_rng(0)
+    ids = [f"p{i % 3}" for i in range(30)] + ["solo"]
+    rewards = gen.normal(size=31)
+    ref = PromptReference(ids, torch.tensor(rewards))
+    for q in (0.0, 0.5, 0.85, 1.0):
+        levels = ref.quantile(q)
+        for pid in set(ids):
+            expected = np.quantile(rewards[[i for i, x in enumerate(ids) if x == pid]], q)
+            assert levels[pid] == pytest.approx(expected, abs=1e-12)
+
+
+def test_log_sigmoid_with_fitted_quantile(pred):
+    ref_ids = ["a", "a", "a", "a", "b", "b"]
+    ref_rewards = torch.tensor([0.0, 1.0, 2.0, 3.0, 10.0, 20.0])
+    reward = LogSigmoid(reference=PromptReference(ref_ids, ref_rewards), q=0.5)
+    # medians: a -> 1.5, b -> 15
+    out = reward(pred, ["a", "b", "a"])
+    torch.testing.assert_close(out, torch.tensor([logsig(2 - 1.5), logsig(2 - 15), logsig(4 - 1.5)]))
+    with pytest.raises(KeyError, match="zzz"):
+        reward(pred, ["a", "b", "zzz"])
+    with pytest.raises(ValueError, match="prompt_ids"):
+        reward(pred)
+
+
+def test_log_sigmoid_against_reference_response(pred):
+    reference_response_reward = {"x": 3.0, "y": -1.0}
+    out = LogSigmoid(base=StdPenalty(k=1), reference=reference_response_reward)(pred, ["x", "y", "y"])
+    # base = mu - sigma = [1, 2, 2]
+    torch.testing.assert_close(out, torch.tensor([logsig(1 - 3), logsig(2 + 1), logsig(2 + 1)]))
+
+
+def test_log_sigmoid_fit_uses_base_reward(pred):
+    reward = parse_reward("std:k=1|log_sigmoid:q=1.0")
+    with pytest.raises(RuntimeError, match="no reference"):
+        reward(pred, ["a", "a", "b"])
+    reward.fit(pred, ["a", "a", "b"])  # base = [1, 2, 2]: max over a = 2, over b = 2
+    torch.testing.assert_close(reward(pred, ["a", "a", "b"]), torch.tensor([logsig(-1), logsig(0), logsig(0)]))
+
+
+def test_sum_of_log_sigmoids_is_and(pred):
+    helpful = LogSigmoid(reference=0.0)
+    harmless = LogSigmoid(base=MinMember(), reference={"a": 1.0})
+    other = RewardPrediction.from_members(torch.tensor([[0.0, -1.0, 1.0], [2.0, 1.0, 1.0]]))  # min [0, -1, 1]
+    total = SumOf([helpful, harmless])([pred, other], ["a", "a", "a"])
+    expected = [logsig(m) + logsig(r - 1.0) for m, r in zip([2, 2, 4], [0, -1, 1])]
+    torch.testing.assert_close(total, torch.tensor(expected))
+    # log of the product of the two independent probabilities
+    torch.testing.assert_close(total.exp(), torch.sigmoid(pred.mean) * torch.sigmoid(other.members.amin(0) - 1))
+    with pytest.raises(ValueError, match="2 predictions"):
+        SumOf([helpful, harmless])([pred], ["a"] * 3)
+
+
+def test_standardized_reward(pred):
+    reference = RewardPrediction.point(torch.tensor([0.0, 2.0, 4.0]))  # loc 2, population std sqrt(8/3)
+    s = math.sqrt(8 / 3)
+    reward = Standardized(StdPenalty(k=1)).fit(reference)
+    expected = (pred.mean - 2) / s - pred.std / s
+    torch.testing.assert_close(reward(pred), expected)
+    z = Standardizer(loc=2.0, scale=s)(pred)
+    torch.testing.assert_close(z.members, (MEMBERS - 2) / s)
+    state = reward.state_dict()
+    fresh = parse_reward("zscore|std:k=1")
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh(pred), expected)
+    with pytest.raises(ValueError, match="vary"):
+        Standardizer.fit(torch.ones(4))
+
+
+@pytest.mark.parametrize(
+    ("spec", "cls", "attrs"),
+    [
+        ("mean", Mean, {}),
+        ("std:k=2", StdPenalty, {"k": 2.0}),
+        ("lcb", StdPenalty, {"k": 1.0}),
+        ("var:k=0.5", VarPenalty, {"k": 0.5}),
+        ("uwo:k=3", VarPenalty, {"k": 3.0}),
+        ("min", MinMember, {}),
+        ("up:beta2=0.25", UPPenalty, {"beta2": 0.25}),
+    ],
+)
+def test_parse_reward(spec, cls, attrs):
+    reward = parse_reward(spec)
+    assert type(reward) is cls
+    for key, value in attrs.items():
+        assert getattr(reward, key) == value
+    assert type(parse_reward(reward.spec())) is cls
+
+
+def test_parse_composition_and_spec_round_trip(pred):
+    reward = parse_reward("zscore | std:k=2 | log_sigmoid:q=0.9")
+    assert isinstance(reward, LogSigmoid) and reward.q == 0.9
+    assert isinstance(reward.base, Standardized) and reward.base.base.k == 2.0
+    assert reward.spec() == "zscore|std:k=2|log_sigmoid:q=0.9"
+    ids = ["a", "a", "b"]
+    reward.fit(pred, ids)
+    again = parse_reward(reward.spec()).fit(pred, ids)
+    torch.testing.assert_close(reward(pred, ids), again(pred, ids))
+    assert make_reward("log_sigmoid", base="std:k=2", reference=0.0).base.k == 2.0
+    alone = parse_reward("log_sigmoid:q=0.5", reference=1.0)
+    assert isinstance(alone.base, Mean) and alone.reference == 1.0
+    torch.testing.assert_close(alone(pred), torch.nn.functional.logsigmoid(pred.mean - 1.0))
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [("nope", "unknown reward"), ("std:z=1", "no parameter 'z'"), ("std:k", "key=value"),
+     ("std:k=abc", "not a valid float"), ("std|min", "not a transform"), ("zscore:k=1", "no parameters"),
+     ("min|", "empty stage")],
+)
+def test_parse_errors(spec, match):
+    with pytest.raises(ValueError, match=match):
+        parse_reward(spec)
