@@ -18,6 +18,7 @@ from transformers import Trainer, TrainingArguments
 
 from bayesrm.data.collator import PreferenceCollator, PreferenceDataset
 from bayesrm.data.schema import PreferencePair
+from bayesrm.training.distributed import init_distributed_cpu
 from bayesrm.training.losses import TARGETS, bradley_terry_loss
 
 
@@ -45,6 +46,8 @@ class RewardTrainingConfig(TrainingArguments):
     def __post_init__(self) -> None:
         if self.ensemble_target not in TARGETS:
             raise ValueError(f"ensemble_target must be one of {TARGETS}, got {self.ensemble_target!r}")
+        if self.use_cpu or not torch.cuda.is_available():
+            init_distributed_cpu()  # must precede TrainingArguments' device setup (see training/distributed.py)
         super().__post_init__()
 
 
