@@ -1,0 +1,165 @@
+"""Batched ancestral sampling with a KV cache, one random stream per (prompt, sample index).
+
+Why a hand-written loop rather than ``model.generate``:
+- every row draws its uniforms from its own counter-based stream (splitmix64 of the row seed and
+  the step), so a sample does not depend on which other rows share its batch, nor on the batch
+  size (up to floating-point differences of batched matmuls);
+- the samples of one prompt share its prefill: each distinct prompt is run once and its KV
+  cache is copied to its rows (prefill is otherwise about as costly as decoding 40 tokens);
+- rows that emit EOS leave the batch, so finished sequences cost nothing;
+- logits are computed for the last position only (the LM head is a large part of a small model).
+
+A token is drawn by inverting the CDF of the (temperature / top-k / top-p filtered) softmax with
+one uniform u in [0, 1): token = min{i : cdf_i > u * cdf_V}, an exact categorical sample.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One sampled response: its token ids (without the stop token) and whether EOS ended it."""
+
+    token_ids: tuple[int, ...]
+    finished: bool
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (Steele et al., 2014), elementwise on uint64 (wrapping arithmetic)."""
+    x = x.astype(np.uint64, copy=True)
+    x ^= x >> np.uint64(30)
+    x *= _M1
+    x ^= x >> np.uint64(27)
+    x *= _M2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def row_uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
+    """[R] uniforms in [0, 1) for decoding step ``step`` of rows with 63-bit ``seeds`` [R]."""
+    offset = np.uint64((_GOLDEN * (step + 1)) & _MASK64)
+    bits = splitmix64(seeds.astype(np.uint64) + offset)
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def sample_next(
+    logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> torch.Tensor:
+    """logits [R, V], uniforms [R] in [0, 1) -> next tokens [R] (argmax when temperature == 0).
+
+    top_k > 0 keeps the k largest logits; top_p < 1 keeps the smallest set of most probable tokens
+    whose mass reaches top_p (nucleus sampling, Holtzman et al., 2020).
+    """
+    if temperature == 0:
+        return logits.argmax(-1)
+    logits = logits.double() / temperature  # [R, V]; float64 so the CDF stays exact over large vocabularies
+    if top_k > 0 and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]  # [R, 1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = logits.softmax(-1)  # [R, V]
+    order = None
+    if top_p < 1.0:
+        probs, order = probs.sort(-1, descending=True)  # [R, V] each
+        mass_before = probs.cumsum(-1) - probs  # [R, V] mass of the strictly more probable tokens
+        probs = probs.masked_fill(mass_before >= top_p, 0.0)
+    cdf = probs.cumsum(-1)  # [R, V]
+    target = uniforms.to(cdf).unsqueeze(-1) * cdf[:, -1:]  # [R, 1]
+    idx = torch.searchsorted(cdf, target, right=True).clamp_max(cdf.shape[-1] - 1)  # [R, 1]
+    if order is not None:
+        idx = order.gather(-1, idx)
+    return idx.squeeze(-1)
+
+
+def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and attention mask, both [N, T]."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if len(s):
+            ids[i, width - len(s) :] = torch.as_tensor(list(s), dtype=torch.long)
+            mask[i, width - len(s) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+@torch.inference_mode()
+def generate_rows(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[Sequence[int]],
+    rows: Sequence[int],
+    seeds: Sequence[int],
+    eos_ids: Sequence[int],
+    pad_id: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> list[Generation]:
+    """Sample one response per row; row r continues prompt ``prompt_ids[rows[r]]`` with seed ``seeds[r]``.
+
+    prompt_ids: U distinct prompts (token ids, non-empty); rows: [R] index into them; seeds: [R].
+    """
+    if len(rows) != len(seeds):
+        raise ValueError(f"rows ({len(rows)}) and seeds ({len(seeds)}) must have the same length")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("every prompt needs at least one token")
+    device = next(model.parameters()).device
+    eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
+    out: list[list[int]] = [[] for _ in rows]
+    finished = [False] * len(rows)
+    if not rows or max_new_tokens <= 0:
+        return [Generation((), False) for _ in rows]
+
+    # Prefill each distinct prompt once, then copy its KV cache to its rows.
+    ids, mask = _left_pad(prompt_ids, pad_id, device)  # [U, P]
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)  # [U, P]
+    prefill = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = prefill.past_key_values
+    row_index = torch.as_tensor(list(rows), dtype=torch.long, device=device)  # [R]
+    cache.batch_select_indices(row_index)
+    logits = prefill.logits[row_index, -1].float()  # [R, V]
+    mask = mask[row_index]  # [R, P]
+    position = positions[row_index, -1]  # [R]
+    active = torch.arange(len(rows), device=device)  # [A] output slot of each live row
+    row_seeds = np.asarray(list(seeds), dtype=np.uint64)  # [A]
+
+    for step in range(max_new_tokens):
+        u = torch.from_numpy(row_uniforms(row_seeds, step)).to(device)  # [A]
+        tokens = sample_next(logits, u, temperature, top_k, top_p)  # [A]
+        done = torch.isin(tokens, eos)  # [A]
+        for slot, tok, stop in zip(active.tolist(), tokens.tolist(), done.tolist()):
+            if stop:
+                finished[slot] = True
+            else:
+                out[slot].append(tok)
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):  # drop finished rows from the batch and the cache
+            keep = (~done).nonzero().squeeze(-1)  # [A']
+            cache.batch_select_indices(keep)
+            active, tokens, mask, position = active[keep], tokens[keep], mask[keep], position[keep]
+            row_seeds = row_seeds[keep.cpu().numpy()]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=-1)  # [A, T + 1]
+        position = position + 1  # [A]
+        step_out = model(
+            input_ids=tokens.unsqueeze(-1),
+            attention_mask=mask,
+            position_ids=position.unsqueeze(-1),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = step_out.past_key_values
+        logits = step_out.logits[:, -1].float()  # [A, V]
+    return [Generation(tuple(o), f) for o, f in zip(out, finished)]
