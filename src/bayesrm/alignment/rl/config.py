@@ -1,0 +1,185 @@
+"""RLConfig: the ``rl:`` section of a scenario file (PPO or RLOO with a LoRA policy)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ALGOS = ("ppo", "rloo")
+KL_MODES = ("penalty", "loss", "none")
+
+
+@dataclass
+class RLConfig:
+    """Settings of one RL fine-tuning run. Defaults are the CPU `small` sizes for SmolLM2-135M."""
+
+    # ---- what is optimised against what ----
+    algo: str = "ppo"
+    """ppo (clipped PPO with a value head and GAE) | rloo (leave-one-out baseline, no value head)."""
+    policy: str = "smollm2"
+    """Policy: the embedded alias 'smollm2' (SmolLM2-135M-Instruct) or a local causal-LM directory."""
+    proxy: str | None = None
+    """Directory of a saved reward model / ensemble / posterior (loaded with bayesrm.load_scorer)."""
+    gold: str | None = None
+    """Gold judge scored on the same responses for logging only (e.g. 'vader'); None logs no gold."""
+    prompts: str | None = None
+    """Prompt file: .txt (one prompt a line) or .jsonl (a 'prompt' field a line). Relative to the config file."""
+    reward: str = "up"
+    """Conservative reward applied to the proxy's prediction: mean | std | var | min | up | ... (bayesrm.rewards)."""
+    reward_params: dict[str, Any] = field(default_factory=lambda: {"beta2": 1.0})
+    """Keyword arguments of the reward, e.g. {k: 2.0} for std, {beta2: 1.0} for up (UP-RLHF eq. 14)."""
+
+    # ---- loop sizes ----
+    steps: int = 50
+    """Number of RL steps (one rollout batch + its updates each)."""
+    prompts_per_step: int = 16
+    """Prompts per rollout batch."""
+    samples_per_prompt: int = 4
+    """Responses sampled per prompt (RLOO needs >= 2); the rollout batch is prompts_per_step * samples_per_prompt."""
+    max_prompt_tokens: int = 128
+    """Prompt token budget; longer prompts are trimmed from the left."""
+    max_new_tokens: int = 40
+    """Response length limit (tokens)."""
+    temperature: float = 1.0
+    """Sampling temperature; the log-probs used by the losses are of the same tempered distribution."""
+    top_k: int = 0
+    """Top-k sampling (0 = off). Non-default top-k/top-p makes the sampler differ from pi: keep off for exact PPO."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0 = off)."""
+    chat_template: bool = True
+    """Render prompts with the policy tokenizer's chat template (when it has one)."""
+
+    # ---- LoRA policy ----
+    lora_r: int = 8
+    """LoRA rank of the policy adapter."""
+    lora_alpha: float = 16.0
+    """LoRA scaling numerator: the update is (alpha / r) B A."""
+    lora_dropout: float = 0.0
+    """Dropout on the LoRA input (0 keeps rollout and update log-probs identical)."""
+    target_modules: list[str] | None = None
+    """Modules to adapt; None uses peft's default for the architecture (q_proj, v_proj for Llama)."""
+
+    # ---- optimisation ----
+    lr: float = 1e-4
+    """AdamW learning rate (LoRA and value head)."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    update_epochs: int = 1
+    """Passes over each rollout batch (PPO epochs)."""
+    minibatch_size: int = 16
+    """Sequences per gradient step."""
+    max_grad_norm: float = 1.0
+    """Gradient clipping by global norm (0 = off)."""
+    clip_range: float = 0.2
+    """PPO ratio clip epsilon."""
+    whiten_advantages: bool = True
+    """Normalise advantages over the batch (masked mean 0, std 1)."""
+
+    # ---- PPO value head ----
+    vf_coef: float = 0.1
+    """Weight of the value loss (PPO only)."""
+    clip_range_value: float = 0.2
+    """Value clip epsilon (PPO only)."""
+    gamma: float = 1.0
+    """Discount over response tokens (PPO only)."""
+    lam: float = 0.95
+    """GAE lambda (PPO only)."""
+    ent_coef: float = 0.0
+    """Entropy bonus weight."""
+
+    # ---- KL to the reference (the base model with the adapter disabled) ----
+    kl_mode: str = "penalty"
+    """penalty: -kl_coef (log pi - log pi_ref) per token in the reward (classic RLHF);
+    loss: kl_coef * E[(log pi - log pi_ref)^2] as a separate loss (UP-RLHF eq. 15); none."""
+    kl_coef: float = 0.05
+    """beta of the per-token penalty, or beta1 of the UP-RLHF KL loss."""
+
+    # ---- bookkeeping ----
+    seed: int = 0
+    """Seed of the LoRA/value-head init, the prompt order and the sampler."""
+    device: str = "cpu"
+    """Torch device of the policy (scorers keep their own device)."""
+    score_batch_size: int = 32
+    """Batch size when scoring responses with the proxy and gold."""
+    save_every: int = 10
+    """Checkpoint every this many steps (and at the end); 0 saves only at the end."""
+    plot: bool = True
+    """Write PNG plots (gold and proxy against KL and against step) at each checkpoint."""
+
+    def __post_init__(self) -> None:
+        _check(self.algo in ALGOS, "algo", f"must be one of {ALGOS}, got {self.algo!r}")
+        _check(self.kl_mode in KL_MODES, "kl_mode", f"must be one of {KL_MODES}, got {self.kl_mode!r}")
+        for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "minibatch_size", "update_epochs"):
+            _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
+        _check(self.algo != "rloo" or self.samples_per_prompt >= 2, "samples_per_prompt", "RLOO needs at least 2")
+        _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
+        _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
+        _check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
+        _check(isinstance(self.reward_params, dict), "reward_params", "must be a mapping")
+
+    @property
+    def batch_size(self) -> int:
+        """Sequences per rollout batch."""
+        return self.prompts_per_step * self.samples_per_prompt
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "rl") -> "RLConfig":
+        """Build from a mapping; unknown or mistyped fields raise ValueError naming ``source`` and the field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping of RL settings, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
+        defaults = cls()
+        for name, value in data.items():
+            default = getattr(defaults, name)
+            if default is not None and value is not None and not _same_kind(default, value):
+                raise ValueError(
+                    f"{source}.{name}: expected {type(default).__name__}, got {type(value).__name__} ({value!r})"
+                )
+        try:
+            return cls(**{k: (float(v) if isinstance(getattr(defaults, k), float) and isinstance(v, int) else v) for k, v in data.items()})
+        except ValueError as err:
+            raise ValueError(f"{source}.{err}") from err
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "RLConfig":
+        """Read the ``rl:`` section of a scenario YAML file; paths in it are made relative to the file."""
+        path = Path(path)
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except FileNotFoundError as err:
+            raise ValueError(f"{path}: no such config file") from err
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ValueError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from err
+        if not isinstance(doc, dict) or "rl" not in doc:
+            raise ValueError(f"{path}: no 'rl:' section")
+        data = dict(doc["rl"] or {})
+        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        for key in ("proxy", "prompts", "policy", "gold"):
+            value = data.get(key)
+            if isinstance(value, str) and (value.startswith("./") or value.startswith("../") or "/" in value) and not Path(value).is_absolute():
+                data[key] = str((path.parent / value).resolve())
+        return cls.from_dict(data, source=f"{path}: rl")
+
+
+def _same_kind(default: Any, value: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(default, bool) and isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
+
+
+def _check(ok: bool, name: str, message: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}: {message}")

@@ -1,0 +1,99 @@
+"""Sequence rewards for RL: a conservative reward of a scorer's RewardPrediction.
+
+A *reward* is any callable ``RewardPrediction -> Tensor [B]`` (bayesrm.rewards objects such as
+``UPPenalty(beta2)``: mu - beta2 (sigma - running mean of sigma), UP-RLHF eq. 14). Stateful
+rewards expose ``state_dict()`` / ``load_state_dict()``; that state is checkpointed with the run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from bayesrm.types import Prompt, RewardPrediction, RewardScorer
+
+Reward = Callable[[RewardPrediction], torch.Tensor]
+
+
+def make_reward(spec: str, params: dict[str, Any] | None = None) -> Reward:
+    """A conservative reward from bayesrm.rewards by name or spec string (``up``, ``std:k=2``,
+    ``zscore|std:k=1``); ``params`` go to the last stage (e.g. ``{"beta2": 0.5}`` for ``up``)."""
+    from bayesrm.rewards import parse_reward
+
+    return parse_reward(spec, **(params or {}))
+
+
+def prompt_key(prompt: Prompt) -> str:
+    """A hashable id of a prompt (text, or the JSON of its messages), for per-prompt reward statistics."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
+
+
+def apply_reward(reward: Reward, prediction: RewardPrediction, prompts: Sequence[Prompt]) -> torch.Tensor:
+    """reward(prediction) as float32 [B]; bayesrm rewards also get per-prompt ids (for log_sigmoid references)."""
+    from bayesrm.rewards import Reward as BayesrmReward
+
+    if isinstance(reward, BayesrmReward):
+        out = reward(prediction, [prompt_key(p) for p in prompts])
+    else:
+        out = reward(prediction)
+    values = torch.as_tensor(out, dtype=torch.float32).reshape(-1)  # [B]
+    if values.shape[0] != len(prediction):
+        raise ValueError(f"reward returned {values.shape[0]} values for {len(prediction)} responses")
+    return values
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """Scores of one batch of responses."""
+
+    reward: torch.Tensor  # [B] conservative reward optimised by RL
+    proxy: RewardPrediction  # the proxy's full prediction (mean, var, members)
+    gold: torch.Tensor | None  # [B] gold reward (logging only), or None
+
+
+def score_batch(
+    proxy: RewardScorer,
+    reward: Reward,
+    prompts: Sequence[Prompt],
+    responses: Sequence[str],
+    gold: RewardScorer | None = None,
+    batch_size: int = 32,
+) -> ScoredBatch:
+    """Score responses with the proxy, apply the conservative reward (once: it may update running
+    statistics), and score them with the gold judge when one is given."""
+    prediction = proxy.score(list(prompts), list(responses), batch_size=batch_size)
+    values = apply_reward(reward, prediction, prompts)  # [B]
+    gold_values = None
+    if gold is not None:
+        gold_values = gold.score(list(prompts), list(responses), batch_size=batch_size).mean.float()
+    return ScoredBatch(reward=values, proxy=prediction, gold=gold_values)
+
+
+# ---- reward state in checkpoints (tensors to safetensors, the rest to JSON) ----------------
+def reward_state(reward: Reward) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, json) parts of a reward's state_dict(); both empty for a stateless reward."""
+    get = getattr(reward, "state_dict", None)
+    if get is None:
+        return {}, {}
+    tensors, plain = {}, {}
+    for key, value in get().items():
+        if isinstance(value, torch.Tensor):
+            tensors[f"reward.{key}"] = value.detach().cpu()
+        else:
+            plain[key] = value
+    return tensors, plain
+
+
+def load_reward_state(reward: Reward, tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> None:
+    """Restore what :func:`reward_state` saved."""
+    state = dict(plain)
+    state.update({k[len("reward.") :]: v for k, v in tensors.items() if k.startswith("reward.")})
+    if not state:
+        return
+    load = getattr(reward, "load_state_dict", None)
+    if load is None:
+        raise ValueError(f"the checkpoint holds reward state {sorted(state)}, but {type(reward).__name__} takes none")
+    load(state)
