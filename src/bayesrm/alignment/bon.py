@@ -204,7 +204,8 @@ def bon_curves(
     stats = {
         name: Band(mean[v].cpu(), lo[v].cpu(), hi[v].cpu(), per_prompt[v].cpu()) for v, name in enumerate(named)
     }
-    return BoNCurve(ns=ns, kl=kl_bon(ns), stats=stats, n_samples=select.shape[-1])  # type: ignore[arg-type]
+    meta = {"n_boot": n_boot, "seed": seed, "level": level}
+    return BoNCurve(ns=ns, kl=kl_bon(ns), stats=stats, n_samples=select.shape[-1], meta=meta)  # type: ignore[arg-type]
 
 
 def satisfies_all(
