@@ -1,0 +1,131 @@
+"""Gold judges: the "true" reward that proxies are measured against (Gao et al.'s synthetic-gold protocol).
+
+Every judge follows the RewardScorer contract, ``score(prompts, responses) -> RewardPrediction``
+with var = 0. Built in: VADER compound sentiment of the response (Hutto & Gilbert, 2014),
+TextBlob polarity or subjectivity (a lexicon; needs no NLTK corpora), any saved bayesrm reward
+model, and any Python callable. ``make_judge`` builds one from a spec string or dict.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from bayesrm.types import Prompt, RewardPrediction
+
+JudgeFn = Callable[[list[Prompt], list[str]], Sequence[float]]
+
+
+def _check_lengths(prompts: Sequence[Prompt], responses: Sequence[str]) -> None:
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+
+
+class CallableJudge:
+    """Gold reward from ``fn(prompts, responses) -> one float per pair``, called in batches."""
+
+    def __init__(self, fn: JudgeFn, name: str = "callable"):
+        self.fn = fn
+        self.name = name
+
+    def score(
+        self, prompts: Sequence[Prompt], responses: Sequence[str], batch_size: int = 32, progress: bool = False
+    ) -> RewardPrediction:
+        _check_lengths(prompts, responses)
+        values: list[float] = []
+        starts = range(0, len(responses), max(batch_size, 1))
+        for start in tqdm(starts, desc=f"gold {self.name}", unit="batch", disable=not progress):
+            p, r = list(prompts[start : start + batch_size]), list(responses[start : start + batch_size])
+            out = [float(v) for v in self.fn(p, r)]
+            if len(out) != len(r):
+                raise ValueError(f"judge {self.name!r} returned {len(out)} scores for a batch of {len(r)}")
+            bad = next((start + i for i, v in enumerate(out) if not math.isfinite(v)), None)
+            if bad is not None:
+                raise ValueError(f"judge {self.name!r} returned a non-finite score for pair {bad}")
+            values.extend(out)
+        return RewardPrediction.point(torch.tensor(values, dtype=torch.float32))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class VaderJudge(CallableJudge):
+    """VADER compound sentiment of the response, in [-1, 1] (package vadersentiment, MIT)."""
+
+    def __init__(self) -> None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        analyzer = SentimentIntensityAnalyzer()
+        super().__init__(lambda _, responses: [analyzer.polarity_scores(r)["compound"] for r in responses], "vader")
+
+
+class TextBlobJudge(CallableJudge):
+    """TextBlob sentiment of the response: polarity in [-1, 1] or subjectivity in [0, 1] (pattern lexicon)."""
+
+    PROPERTIES = ("polarity", "subjectivity")
+
+    def __init__(self, property: str = "polarity") -> None:
+        if property not in self.PROPERTIES:
+            raise ValueError(f"TextBlob property must be one of {self.PROPERTIES}, got {property!r}")
+        from textblob import TextBlob
+
+        self.property = property
+        super().__init__(
+            lambda _, responses: [getattr(TextBlob(r).sentiment, property) for r in responses], f"textblob:{property}"
+        )
+
+
+class RewardModelJudge:
+    """A saved bayesrm reward model (or ensemble / posterior) as gold: its mean reward, var = 0."""
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
+        from bayesrm.registry import load_scorer
+
+        self.path = str(path)
+        self.name = f"rm:{path}"
+        self.model = load_scorer(path, device=str(device))
+
+    def score(
+        self, prompts: Sequence[Prompt], responses: Sequence[str], batch_size: int = 32, progress: bool = False
+    ) -> RewardPrediction:
+        _check_lengths(prompts, responses)
+        return RewardPrediction.point(self.model.score(prompts, responses, batch_size=batch_size, progress=progress).mean)
+
+    def __repr__(self) -> str:
+        return f"RewardModelJudge({self.path!r})"
+
+
+JUDGE_SPECS = "'vader', 'textblob', 'textblob:polarity', 'textblob:subjectivity', 'rm:<checkpoint dir>'"
+
+
+def make_judge(spec: str | dict[str, Any]) -> CallableJudge | RewardModelJudge:
+    """A gold judge from a spec: a string (see JUDGE_SPECS) or a dict such as
+    ``{"type": "textblob", "property": "subjectivity"}`` or ``{"type": "rm", "path": ..., "device": "cpu"}``."""
+    if isinstance(spec, dict):
+        spec = dict(spec)
+        kind = str(spec.pop("type", "")).lower()
+        if kind == "vader" and not spec:
+            return VaderJudge()
+        if kind == "textblob" and set(spec) <= {"property"}:
+            return TextBlobJudge(**spec)
+        if kind == "rm" and "path" in spec and set(spec) <= {"path", "device"}:
+            return RewardModelJudge(**spec)
+        raise ValueError(
+            f"gold judge spec {spec!r} with type {kind!r}: expected type vader (no options), "
+            "textblob (option 'property') or rm (options 'path', 'device')"
+        )
+    if not isinstance(spec, str):
+        raise ValueError(f"gold judge spec must be a string or a dict, got {type(spec).__name__}")
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "vader" and not arg:
+        return VaderJudge()
+    if kind == "textblob":
+        return TextBlobJudge(arg or "polarity")
+    if kind == "rm" and arg:
+        return RewardModelJudge(arg)
+    raise ValueError(f"unknown gold judge {spec!r}; expected one of {JUDGE_SPECS}")
