@@ -15,6 +15,7 @@ from bayesrm.alignment.bon import (
     bon_weights,
     bootstrap_band,
     kl_bon,
+    paired_difference,
     satisfies_all,
     tie_broken_order,
 )
@@ -155,3 +156,18 @@ def test_probability_all_properties_hold_by_enumeration():
     for m, n in enumerate([1, 3, 7]):
         torch.testing.assert_close(c.stats["p_all"].per_prompt[m], brute_force(proxy, ok, n, 1))
     assert ((c.stats["p_all"].mean >= 0) & (c.stats["p_all"].mean <= 1)).all()
+
+
+def test_paired_difference_band():
+    proxy, gold = _synthetic(P=30, N=8)
+    sigma = torch.rand(proxy.shape, generator=torch.Generator().manual_seed(9))
+    base = bon_curves(proxy, gold, [1, 4, 8], n_boot=200, seed=2)
+    other = bon_curves(proxy, gold, [1, 4, 8], n_boot=200, seed=2, select=proxy - sigma)
+    d = paired_difference(other, base, n_boot=200, seed=2)
+    diff = other.gold.per_prompt - base.gold.per_prompt
+    torch.testing.assert_close(d.mean, diff.mean(-1))
+    lo, hi = bootstrap_band(diff, 200, 2)
+    torch.testing.assert_close((d.lo, d.hi), (lo, hi))
+    assert abs(d.mean[0]) < 1e-12  # n = 1: both pick a uniformly random sample
+    with pytest.raises(ValueError, match="same ns"):
+        paired_difference(bon_curves(proxy, gold, [1, 2], n_boot=10), base)

@@ -40,7 +40,7 @@ def _png_shape(path):
 def test_make_bon_report_writes_everything(tmp_path, curves):
     paths = make_bon_report(
         tmp_path / "out", curves, settings={"N": 8, "ns": NS}, timings={"sampling": 1.5, "scoring": 0.25},
-        seeds={"bootstrap": 0}, extra_sections=["## Notes\n\nsynthetic"],
+        seeds={"bootstrap": 0}, extra_sections=["## Notes\n\nsynthetic"], baseline="mean",
     )
     assert set(paths) == {"bon_plot", "uncertainty_plot", "curves", "report"}
     for key in ("bon_plot", "uncertainty_plot"):
@@ -62,6 +62,15 @@ def test_make_bon_report_writes_everything(tmp_path, curves):
             band = curves[name].gold
             assert cell.strip("*") == f"{values[name]:.3f} [{float(band.lo[m]):.3f}, {float(band.hi[m]):.3f}]"
             assert cell.startswith("**") == (values[name] >= values[best] - 1e-9)
+    # the gain table: std:k=2 minus mean, paired band, per n
+    gain_section = text.split("## Gold gain over `mean`")[1].split("##")[0]
+    gain_rows = [line for line in gain_section.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert len(gain_rows) == len(NS)
+    diff = curves["std:k=2"].gold.mean - curves["mean"].gold.mean
+    for m, row in enumerate(gain_rows):
+        cell = row.strip("|").split("|")[2].strip()
+        assert cell.startswith(f"{float(diff[m]):+.3f} [")
+    assert not gain_rows[0].endswith("* |")  # n = 1: no difference, never significant
     # the curves file round-trips
     again = load_curves(paths["curves"])
     torch.testing.assert_close(again["std:k=2"].gold.mean, curves["std:k=2"].gold.mean)

@@ -208,6 +208,24 @@ def bon_curves(
     return BoNCurve(ns=ns, kl=kl_bon(ns), stats=stats, n_samples=select.shape[-1], meta=meta)  # type: ignore[arg-type]
 
 
+def paired_difference(
+    curve: BoNCurve, baseline: BoNCurve, stat: str = GOLD, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> Band:
+    """curve - baseline of one statistic per prompt and n, with a paired bootstrap band over prompts.
+
+    Both curves must come from the same prompts and samples (same P, same ns); pairing removes
+    the between-prompt variance that dominates each curve's own band.
+    """
+    if curve.ns != baseline.ns or curve.n_prompts != baseline.n_prompts:
+        raise ValueError(
+            f"paired_difference needs the same ns and prompts; got ns {curve.ns} vs {baseline.ns}, "
+            f"{curve.n_prompts} vs {baseline.n_prompts} prompts"
+        )
+    diff = curve.stats[stat].per_prompt - baseline.stats[stat].per_prompt  # [M, P]
+    lo, hi = bootstrap_band(diff, n_boot, seed, level)
+    return Band(diff.mean(-1), lo, hi, diff)
+
+
 def satisfies_all(
     golds: Sequence[torch.Tensor], thresholds: Sequence[float | torch.Tensor]
 ) -> torch.Tensor:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from bayesrm.alignment.bon import GOLD, PROXY, BoNCurve, kl_bon
+from bayesrm.alignment.bon import GOLD, PROXY, BoNCurve, kl_bon, paired_difference
 from bayesrm.evaluation.plots import plot_bon, plot_stat
 
 SIGMA = "sigma"
@@ -70,6 +70,33 @@ def stat_table(curves: Mapping[str, BoNCurve], stat: str, mark_best: bool = True
     return out
 
 
+def gain_table(curves: Mapping[str, BoNCurve], baseline: str, stat: str = GOLD, digits: int = 3) -> list[str]:
+    """Markdown rows: per n, each method's ``stat`` minus the baseline's, paired bootstrap band;
+    ``*`` where the band excludes 0."""
+    if baseline not in curves:
+        raise ValueError(f"baseline '{baseline}' is not one of the curves {sorted(curves)}")
+    base = curves[baseline]
+    others = [name for name in curves if name != baseline]
+    meta = base.meta
+    diffs = {
+        name: paired_difference(
+            curves[name], base, stat, int(meta.get("n_boot", 1000)), int(meta.get("seed", 0)), float(meta.get("level", 0.95))
+        )
+        for name in others
+    }
+    out = ["| n | KL | " + " | ".join(others) + " |", "|---:|---:|" + "---:|" * len(others)]
+    for m, n in enumerate(base.ns):
+        cells = []
+        for name in others:
+            d = diffs[name]
+            lo, hi = float(d.lo[m]), float(d.hi[m])
+            tol = 1e-9 * max(1.0, abs(lo), abs(hi))  # n = 1 differs from 0 only by rounding
+            star = "*" if lo > tol or hi < -tol else ""
+            cells.append(f"{float(d.mean[m]):+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]{star}")
+        out.append(f"| {n} | {kl_bon(n):.3f} | " + " | ".join(cells) + " |")
+    return out
+
+
 def write_bon_report(
     path: str | Path,
     curves: Mapping[str, BoNCurve],
@@ -79,13 +106,15 @@ def write_bon_report(
     *,
     seeds: Mapping[str, int] | None = None,
     images: Mapping[str, str] | None = None,
+    baseline: str | None = None,
     title: str = "Best-of-n overoptimization report",
 ) -> Path:
     """Write the markdown report: settings, seeds, timings, plots, and per-statistic tables.
 
     The gold table (and ``p_all``, when present) marks the best method at each n in bold.
-    ``images`` maps a caption to a path relative to the report. ``extra_sections`` are appended
-    verbatim (markdown strings).
+    ``images`` maps a caption to a path relative to the report. With ``baseline`` (a curve name),
+    a table of each method's gold gain over it, with paired bootstrap bands, follows.
+    ``extra_sections`` are appended verbatim (markdown strings).
     """
     if not curves:
         raise ValueError("write_bon_report needs at least one curve")
@@ -110,6 +139,15 @@ def write_bon_report(
     for caption, rel in (images or {}).items():
         lines += [f"![{caption}]({rel})", ""]
     lines += ["## Gold reward of the pick", "", "Best method at each n in **bold**.", "", *stat_table(curves, GOLD), ""]
+    if baseline is not None and len(curves) > 1:
+        lines += [
+            f"## Gold gain over `{baseline}`",
+            "",
+            "Per-prompt differences, paired bootstrap bands; `*` where the band excludes 0.",
+            "",
+            *gain_table(curves, baseline),
+            "",
+        ]
     lines += ["## Proxy reward of the pick", "", "Each method's own proxy (not comparable across methods).", ""]
     lines += [*stat_table(curves, PROXY, mark_best=False), ""]
     extras = sorted({s for c in curves.values() for s in c.stats} - {GOLD, PROXY})
@@ -149,6 +187,7 @@ def make_bon_report(
     extra_sections: Iterable[str] = (),
     *,
     seeds: Mapping[str, int] | None = None,
+    baseline: str | None = None,
     title: str = "Best-of-n overoptimization report",
 ) -> dict[str, Path]:
     """Write bon.png, uncertainty.png (if any curve has ``sigma``), curves.json and report.md into ``out_dir``."""
@@ -159,6 +198,7 @@ def make_bon_report(
         paths["uncertainty_plot"] = plot_stat(curves, out / "uncertainty.png", SIGMA)
         images["uncertainty of the pick against KL"] = "uncertainty.png"
     paths["report"] = write_bon_report(
-        out / "report.md", curves, settings, timings, list(extra_sections), seeds=seeds, images=images, title=title
+        out / "report.md", curves, settings, timings, list(extra_sections), seeds=seeds, images=images,
+        baseline=baseline, title=title,
     )
     return paths
