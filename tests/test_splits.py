@@ -55,3 +55,23 @@ def test_split_counts_sum_to_n_and_round_closely(n, fractions):
 def test_bad_fractions(fractions, match):
     with pytest.raises(ValueError, match=match):
         split_pairs(make_pairs(5), fractions)
+
+
+def test_by_prompt_keeps_prompt_groups_together():
+    rng = random.Random(0)
+    pairs = []
+    for g in range(40):  # 40 prompts with 1..5 pairs each; some prompts are chat-message lists
+        prompt = f"p{g}" if g % 3 else [{"role": "user", "content": f"p{g}"}]
+        pairs += [PreferencePair(prompt, f"c{g}.{j}", f"r{g}.{j}", source=f"f:{len(pairs) + j + 1}")
+                  for j in range(rng.randint(1, 5))]
+    s = split_pairs(pairs, (0.6, 0.2, 0.2), seed=3, by_prompt=True)
+    assert s == split_pairs(pairs, (0.6, 0.2, 0.2), seed=3, by_prompt=True)
+    keys = [{repr(p.prompt) for p in part} for part in (s.train, s.validation, s.test)]
+    assert all(keys[i].isdisjoint(keys[j]) for i in range(3) for j in range(i + 1, 3))
+    assert sum(s.sizes()) == len(pairs) and len({p.source for part in (s.train, s.validation, s.test) for p in part}) == len(pairs)
+    targets = split_counts(len(pairs), (0.6, 0.2, 0.2))
+    # each cut lands on the group boundary nearest its target: at most half a group (<= 2.5) away
+    assert all(abs(a - b) <= 5 for a, b in zip(s.sizes(), targets))
+    # with one pair per prompt it is the plain split
+    singles = make_pairs(30)
+    assert split_pairs(singles, seed=1, by_prompt=True).sizes() == split_pairs(singles, seed=1).sizes()

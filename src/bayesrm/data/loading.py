@@ -62,7 +62,11 @@ def embedded_hh_harmless_path() -> Path:
 
 @dataclass
 class LoadResult:
-    """Pairs read from one source, and what was skipped (only with ``skip_invalid=True``)."""
+    """Pairs read from one source, and what was skipped (only with ``skip_invalid=True``).
+
+    skip_reasons: skipped records by :attr:`DataError.reason` (e.g. ``"empty string"``).
+    form:         the record form used, ``"standard"`` or ``"hh"``.
+    """
 
     pairs: list[PreferencePair]
     skipped: int = 0
@@ -75,7 +79,7 @@ class LoadResult:
 
     def summary(self) -> str:
         """One line, e.g. ``2312 pairs from hh.jsonl.gz (hh); skipped 2: 1 empty string, 1 malformed JSON``."""
-        line = f"{len(self.pairs)} pairs from {self.source} ({self.form or 'no records'}); skipped {self.skipped}"
+        line = f"{len(self.pairs)} pairs from {self.source} ({self.form}); skipped {self.skipped}"
         if self.skip_reasons:
             line += ": " + ", ".join(f"{n} {reason}" for reason, n in self.skip_reasons.most_common())
         return line
