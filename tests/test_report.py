@@ -76,6 +76,13 @@ def test_make_bon_report_writes_everything(tmp_path, curves):
     torch.testing.assert_close(again["std:k=2"].gold.mean, curves["std:k=2"].gold.mean)
 
 
+def test_method_names_with_pipes_keep_the_table_shape(curves):
+    named = {"std:k=2|log_sigmoid": curves["mean"], "mean": curves["std:k=2"]}
+    rows = stat_table(named, "gold")
+    assert rows[0].startswith("| n | KL | std:k=2\\|log_sigmoid | mean |")
+    assert all(len(re.split(r"(?<!\\)\|", row)) == 6 for row in rows)  # "", n, KL, 2 methods, ""
+
+
 def test_best_marked_only_for_gold(curves):
     proxy_rows = stat_table(curves, "proxy", mark_best=False)
     assert not any("**" in row for row in proxy_rows)

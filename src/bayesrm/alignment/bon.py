@@ -45,20 +45,18 @@ def _check_ns(ns: Sequence[int], N: int) -> list[int]:
     return out
 
 
+def _log_comb(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """log C(a, b) = lgamma(a+1) - lgamma(b+1) - lgamma(a-b+1), for 0 <= b <= a (clamped elsewhere)."""
+    return torch.lgamma(a + 1) - torch.lgamma(b + 1) - torch.lgamma((a - b + 1).clamp_min(1))
+
+
 def bon_weights(N: int, ns: Sequence[int]) -> torch.Tensor:
     """[M, N] float64 weights w[m, i-1] = C(i-1, n_m-1) / C(N, n_m) for i >= n_m, else 0; rows sum to 1."""
     ns = _check_ns(ns, N)
     i = torch.arange(1, N + 1, dtype=torch.float64)  # [N] 1-based rank in ascending proxy order
     n = torch.tensor(ns, dtype=torch.float64)[:, None]  # [M, 1]
-    lg = torch.lgamma
-    valid = i >= n  # [M, N]
-    k = (i - 1).expand_as(valid)
-    # log C(i-1, n-1) - log C(N, n), evaluated only where i >= n
-    log_w = (
-        lg(k + 1) - lg(n) - lg((k - n + 2).clamp_min(1))  # log C(i-1, n-1)
-        - (lg(torch.tensor(N + 1.0, dtype=torch.float64)) - lg(n + 1) - lg(N - n + 1))  # log C(N, n)
-    )
-    return torch.where(valid, log_w.exp(), torch.zeros(()).double())  # [M, N]
+    log_w = _log_comb(i - 1, n - 1) - _log_comb(torch.tensor(float(N), dtype=torch.float64), n)  # [M, N]
+    return torch.where(i >= n, log_w.exp(), torch.zeros((), dtype=torch.float64))  # [M, N]
 
 
 def tie_broken_order(proxy: torch.Tensor, seed: int = 0) -> torch.Tensor:

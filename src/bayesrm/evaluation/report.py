@@ -20,6 +20,11 @@ HIGHER_IS_BETTER = (GOLD, "p_all")
 """Statistics whose best method per n is marked in bold."""
 
 
+def _esc(text: str) -> str:
+    """Escape a table cell (reward specs such as ``std:k=2|log_sigmoid`` contain pipes)."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def _fmt_value(x: Any) -> str:
     if isinstance(x, float):
         return f"{x:.4g}"
@@ -30,13 +35,13 @@ def _fmt_value(x: Any) -> str:
 
 def _kv_table(rows: Mapping[str, Any], header: tuple[str, str] = ("setting", "value")) -> list[str]:
     out = [f"| {header[0]} | {header[1]} |", "|---|---|"]
-    out += [f"| {k} | {_fmt_value(v)} |".replace("\n", " ") for k, v in rows.items()]
+    out += [f"| {_esc(k)} | {_esc(_fmt_value(v))} |" for k, v in rows.items()]
     return out
 
 
 def _timings_table(timings: Mapping[str, float]) -> list[str]:
     out = ["| step | seconds |", "|---|---:|"]
-    out += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
+    out += [f"| {_esc(k)} | {v:.1f} |" for k, v in timings.items()]
     if len(timings) > 1:
         out.append(f"| **total** | **{sum(timings.values()):.1f}** |")
     return out
@@ -48,7 +53,7 @@ def stat_table(curves: Mapping[str, BoNCurve], stat: str, mark_best: bool = True
     if not names:
         raise ValueError(f"no curve has the statistic '{stat}'")
     ns = sorted({n for name in names for n in curves[name].ns})
-    out = ["| n | KL | " + " | ".join(names) + " |", "|---:|---:|" + "---:|" * len(names)]
+    out = ["| n | KL | " + " | ".join(map(_esc, names)) + " |", "|---:|---:|" + "---:|" * len(names)]
     for n in ns:
         cells: dict[str, tuple[float, str]] = {}
         for name in names:
@@ -65,7 +70,8 @@ def stat_table(curves: Mapping[str, BoNCurve], stat: str, mark_best: bool = True
                 row.append("-")
                 continue
             value, text = cells[name]
-            row.append(f"**{text}**" if mark_best and len(cells) > 1 and value >= best - 1e-9 * max(1.0, abs(best)) else text)
+            is_best = mark_best and len(cells) > 1 and value >= best - 1e-9 * max(1.0, abs(best))
+            row.append(f"**{text}**" if is_best else text)
         out.append(f"| {n} | {kl_bon(n):.3f} | " + " | ".join(row) + " |")
     return out
 
@@ -84,7 +90,7 @@ def gain_table(curves: Mapping[str, BoNCurve], baseline: str, stat: str = GOLD, 
         )
         for name in others
     }
-    out = ["| n | KL | " + " | ".join(others) + " |", "|---:|---:|" + "---:|" * len(others)]
+    out = ["| n | KL | " + " | ".join(map(_esc, others)) + " |", "|---:|---:|" + "---:|" * len(others)]
     for m, n in enumerate(base.ns):
         cells = []
         for name in others:
