@@ -103,3 +103,23 @@ def test_plots_and_errors(tmp_path, curves):
     bad.write_text('{"x": {"ns": [1]}}')
     with pytest.raises(ValueError, match="not a bayesrm best-of-n curves file"):
         load_curves(bad)
+
+
+def test_cli_report_rebuilds_from_curves_json(tmp_path, curves, capsys):
+    import argparse
+
+    from bayesrm.cli import report as cli_report
+    from bayesrm.evaluation.report import save_curves
+
+    parser = argparse.ArgumentParser()
+    cli_report.add_parser(parser.add_subparsers())
+    saved = save_curves(tmp_path / "curves.json", curves)
+    args = parser.parse_args(["report", "--curves", str(saved), "--out", str(tmp_path / "rep"), "--baseline", "mean",
+                              "--methods", "std:k=2", "mean"])
+    assert args.run(args) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "| n | KL | std:k=2 | mean |" in text and "## Gold gain over `mean`" in text
+    assert (tmp_path / "rep" / "bon.png").stat().st_size > 0
+    bad = parser.parse_args(["report", "--curves", str(saved), "--out", str(tmp_path / "x"), "--methods", "nope"])
+    with pytest.raises(ValueError, match="no curves named"):
+        bad.run(bad)
