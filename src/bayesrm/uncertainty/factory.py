@@ -1,0 +1,128 @@
+"""Build and train any reward model kind by name: MAP, head ensemble, LoRA ensemble, independent, two-stage.
+
+| method          | model                                   | training                                     |
+|-----------------|-----------------------------------------|----------------------------------------------|
+| map             | RewardModel (LoRA)                      | one trainer run                              |
+| heads           | HeadEnsemble (frozen / shared LoRA)     | one run, K heads at once                     |
+| lora-ensemble   | LoRAEnsemble (K LoRAs, one pass)        | one run; optional diversity, top layers      |
+| independent     | IndependentEnsemble (K RewardModels)    | K runs, trainer seeds seed..seed+K-1         |
+| two-stage       | LoRAEnsemble on a merged shared LoRA    | heads + shared LoRA, merge, then K LoRAs     |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from bayesrm.data.schema import PreferencePair
+from bayesrm.models.reward_model import RewardModel, RewardModelConfig
+from bayesrm.training.trainer import RewardTrainingConfig, train_reward_model
+from bayesrm.uncertainty.base import EnsembleConfig
+from bayesrm.uncertainty.heads import HeadEnsemble
+from bayesrm.uncertainty.independent import IndependentEnsemble
+from bayesrm.uncertainty.lora_ensemble import LoRAEnsemble
+
+METHODS = ("map", "heads", "lora-ensemble", "independent", "two-stage")
+_LORA_ONLY = ("lora-ensemble", "two-stage")
+
+
+def _check(method: str, diversity: float, top_layers: int | None) -> None:
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if diversity and method not in _LORA_ONLY:
+        raise ValueError(f"diversity applies to LoRA ensembles only, not {method!r}")
+    if top_layers is not None and method not in _LORA_ONLY:
+        raise ValueError(f"top_layers applies to LoRA ensembles only, not {method!r}")
+
+
+def build_model(
+    method: str,
+    rm_config: RewardModelConfig,
+    members: int = 5,
+    diversity: float = 0.0,
+    top_layers: int | None = None,
+    seed: int = 0,
+    bootstrap: bool = False,
+) -> nn.Module:
+    """A fresh (untrained) model of the given kind. ``two-stage`` needs training: use :func:`train_model`."""
+    _check(method, diversity, top_layers)
+    ensemble = EnsembleConfig(members=members, top_layers=top_layers, diversity=diversity, bootstrap=bootstrap, seed=seed)
+    if method == "map":
+        return RewardModel.from_config(rm_config, seed=seed)
+    if method == "heads":
+        return HeadEnsemble.from_config(rm_config, ensemble)
+    if method == "lora-ensemble":
+        return LoRAEnsemble.from_config(rm_config, ensemble)
+    if method == "independent":
+        return IndependentEnsemble.from_config(rm_config, ensemble)
+    raise ValueError("a two-stage ensemble is built by training it: train_model('two-stage', ...)")
+
+
+def _derive(config: RewardTrainingConfig, subdir: str, seed_offset: int = 0) -> RewardTrainingConfig:
+    """The training config for one sub-run: its own output directory and seed."""
+    return dataclasses.replace(config, output_dir=str(Path(config.output_dir) / subdir), seed=config.seed + seed_offset)
+
+
+def _resample(pairs: Sequence[PreferencePair], counts: torch.Tensor) -> list[PreferencePair]:
+    """Each pair repeated by its bootstrap count [N]."""
+    return [p for p, c in zip(pairs, counts.long().tolist()) for _ in range(c)]
+
+
+def train_model(
+    method: str,
+    rm_config: RewardModelConfig,
+    train_pairs: Sequence[PreferencePair],
+    training_config: RewardTrainingConfig,
+    members: int = 5,
+    diversity: float = 0.0,
+    top_layers: int | None = None,
+    seed: int = 0,
+    bootstrap: bool = False,
+    eval_pairs: Sequence[PreferencePair] | None = None,
+) -> nn.Module:
+    """Build and train a model of the given kind; returns the trained model (not saved)."""
+    _check(method, diversity, top_layers)
+    if method == "two-stage":
+        return two_stage_lora_ensemble(
+            rm_config, train_pairs, training_config, members, diversity, top_layers, seed, bootstrap, eval_pairs
+        )
+    model = build_model(method, rm_config, members, diversity, top_layers, seed, bootstrap)
+    if isinstance(model, IndependentEnsemble):
+        counts = model.member_weights(torch.arange(len(train_pairs)))  # [K, N] or None
+        for k, member in enumerate(model.models):
+            pairs = _resample(train_pairs, counts[k]) if counts is not None else train_pairs
+            train_reward_model(member, pairs, _derive(training_config, f"member_{k}", k), eval_pairs)
+        return model
+    train_reward_model(model, train_pairs, training_config, eval_pairs)
+    return model
+
+
+def two_stage_lora_ensemble(
+    rm_config: RewardModelConfig,
+    train_pairs: Sequence[PreferencePair],
+    training_config: RewardTrainingConfig,
+    members: int = 5,
+    diversity: float = 0.0,
+    top_layers: int | None = None,
+    seed: int = 0,
+    bootstrap: bool = False,
+    eval_pairs: Sequence[PreferencePair] | None = None,
+) -> LoRAEnsemble:
+    """Two-stage LoRA ensemble (Zhang et al. 2024, efficient reward-model ensembles).
+
+    Stage 1 fine-tunes the backbone with a shared LoRA under a K-head ensemble; that LoRA is merged
+    into the backbone (W <- W + (alpha/r) B A). Stage 2 trains K LoRA members (heads initialised
+    from stage 1's) on the merged backbone. The stage-1 LoRA is saved with the ensemble.
+    """
+    ensemble = EnsembleConfig(members=members, top_layers=top_layers, diversity=diversity, bootstrap=bootstrap, seed=seed)
+    stage1 = HeadEnsemble.from_config(rm_config, dataclasses.replace(ensemble, top_layers=None, diversity=0.0))
+    train_reward_model(stage1, train_pairs, _derive(training_config, "stage1"), eval_pairs)
+    model = LoRAEnsemble.from_config(rm_config, ensemble, base_lora=stage1.shared_lora())
+    model.heads.load_state_dict(stage1.heads.state_dict())
+    del stage1
+    train_reward_model(model, train_pairs, _derive(training_config, "stage2"), eval_pairs)
+    return model
