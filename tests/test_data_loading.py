@@ -285,3 +285,17 @@ def test_real_pandalm_file_loads_as_standard():
     assert [(p.prompt, p.chosen, p.rejected) for p in res.pairs] == [(r["prompt"], r["chosen"], r["rejected"]) for r in good]
     with pytest.raises(DataError, match=r"pandalm-test-human.jsonl:\d+: field '(chosen|rejected)'"):
         load_preferences(PANDALM_FILE)
+
+
+def test_read_scoring_records(tmp_path):
+    from bayesrm.data.loading import read_scoring_records
+
+    msgs = [{"role": "user", "content": "hi"}]
+    path = write_lines(tmp_path / "s.jsonl", [json.dumps({"prompt": "p", "response": "r", "id": 7}), "",
+                                               json.dumps({"prompt": msgs, "response": ""})])
+    assert read_scoring_records(path) == [{"prompt": "p", "response": "r", "id": 7}, {"prompt": msgs, "response": ""}]
+    path = write_lines(tmp_path / "t.jsonl", [json.dumps({"q": "p", "a": "r"}), json.dumps({"q": "p", "a": 1})])
+    with pytest.raises(DataError, match=r"t.jsonl:2: field 'a': expected a string, got int"):
+        read_scoring_records(path, prompt_field="q", response_field="a")
+    with pytest.raises(DataError, match=r"t.jsonl:1: field 'prompt': missing"):
+        read_scoring_records(path)

@@ -38,7 +38,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 from bayesrm.data.errors import DataError
 from bayesrm.data.schema import PreferencePair
@@ -49,6 +49,7 @@ FORMS = ("auto", "standard", "hh")
 FIELDS = ("prompt", "chosen", "rejected", "margin")
 _ASSETS = Path(__file__).resolve().parent / "assets"
 _HH_HARMLESS = "hh-rlhf-harmless-base-test.jsonl.gz"
+T = TypeVar("T")
 
 
 def embedded_hh_harmless_path() -> Path:
@@ -111,36 +112,73 @@ def load_preferences(
         raise ValueError(f"limit must be positive, got {limit}")
     cols = _column_map(columns)
     path_str = str(path)
-    records, is_record = _records(Path(path), path_str, split)
     result = LoadResult(pairs=[], source=path_str)
     form = None if format == "auto" else format
+
+    def parse(record: dict, n: int) -> PreferencePair:
+        nonlocal form
+        form = form or _detect_form(record, cols)  # settled by the first record that can settle it
+        return _parse(record, form or "standard", cols, f"{path_str}:{n}", allow_empty_responses)
+
     n_read = 0
+    for item in _parsed_records(path, split, parse):
+        n_read += 1
+        if isinstance(item, DataError):
+            if not skip_invalid:
+                raise item
+            result.skipped += 1
+            result.skip_reasons[item.reason] += 1
+            continue
+        result.pairs.append(item)
+        if limit is not None and len(result.pairs) >= limit:
+            break
+    if n_read == 0:
+        raise DataError("no records", "no preference records found", file=path_str)
+    result.form = form or "standard"
+    return result
+
+
+def read_scoring_records(
+    path: str | Path, prompt_field: str = "prompt", response_field: str = "response"
+) -> list[dict[str, Any]]:
+    """Records to score, from any file type :func:`load_preferences` reads: each must have a prompt
+    (non-empty text or chat messages) and a response (a string, possibly empty: an empty generation
+    is still scored). Other fields are kept as they are. Raises DataError naming file, line, field."""
+
+    def parse(record: dict, n: int) -> dict[str, Any]:
+        prompt = _prompt(_get(record, prompt_field), prompt_field)
+        response = _text(_get(record, response_field), response_field, allow_empty=True)
+        return {**record, prompt_field: prompt, response_field: response}
+
+    out = []
+    for item in _parsed_records(path, None, parse):
+        if isinstance(item, DataError):
+            raise item
+        out.append(item)
+    if not out:
+        raise DataError("no records", "no records to score", file=path)
+    return out
+
+
+def _parsed_records(path: str | Path, split: str | None, parse: Callable[[dict, int], T]) -> Iterator[T | DataError]:
+    """``parse(record, n)`` of each record, or the DataError it raised, located (file, line / record
+    number). A file that cannot be read raises DataError("unreadable") instead."""
+    path_str = str(path)
+    records, is_record = _records(Path(path), path_str, split)
     try:
         for n, record in records:
-            n_read += 1
             try:
                 if isinstance(record, DataError):
                     raise record
                 if not isinstance(record, dict):
                     raise DataError("wrong type", f"expected an object (record), got {type(record).__name__}")
-                form = form or _detect_form(record, cols)
-                pair = _parse(record, form or "standard", cols, f"{path_str}:{n}", allow_empty_responses)
+                parsed = parse(record, n)
             except DataError as err:
-                located = _locate(err, path_str, n, is_record)
-                if not skip_invalid:
-                    raise located from None
-                result.skipped += 1
-                result.skip_reasons[located.reason] += 1
+                yield DataError(err.reason, err.detail, file=path_str, line=n, field=err.field, record=is_record)
                 continue
-            result.pairs.append(pair)
-            if limit is not None and len(result.pairs) >= limit:
-                break
+            yield parsed
     except (OSError, EOFError) as err:
         raise DataError("unreadable", f"cannot read: {err}", file=path_str) from err
-    if n_read == 0:
-        raise DataError("no records", "no preference records found", file=path_str)
-    result.form = form or "standard"
-    return result
 
 
 # ---- record sources ------------------------------------------------------------------------
@@ -239,11 +277,6 @@ def _column_map(columns: dict[str, str] | None) -> dict[str, str]:
             raise ValueError(f"columns[{ours!r}] must be a non-empty column name, got {theirs!r}")
         cols[ours] = theirs
     return cols
-
-
-def _locate(err: DataError, file: str, n: int, is_record: bool) -> DataError:
-    """The same error, with file and line / record number filled in."""
-    return DataError(err.reason, err.detail, file=file, line=n, field=err.field, record=is_record)
 
 
 def _detect_form(record: dict, cols: dict[str, str]) -> str | None:
