@@ -351,7 +351,8 @@ def _response(value: Any, key: str, allow_empty: bool = False) -> str:
     if isinstance(value, list):
         last = _messages(value, key)[-1]
         if last["role"] != "assistant":
-            raise DataError("wrong type", f"the final message must have role 'assistant', got {last['role']!r}", field=key)
+            raise DataError("wrong type", f"the final message must have role 'assistant', got {last['role']!r}",
+                            field=key)
         return _text(last["content"], key, "final assistant message: ", allow_empty)
     return _text(value, key, allow_empty=allow_empty)
 
