@@ -1,6 +1,6 @@
 """A Bradley-Terry reward model: Hugging Face backbone + LoRA (peft) + pooling + scalar head.
 
-r(x, y) = w^T pool(h(x, y)) + b, with h the backbone's last hidden states. Pooling is the last
+r(x, y) = w^T pool(h(x, y)), with h the backbone's last hidden states. Pooling is the last
 non-pad token for decoders and the mean (or CLS) for encoders.
 """
 
@@ -89,9 +89,9 @@ class RewardModel(nn.Module):
         self.is_decoder = is_decoder
         self.pooling = config.pooling if config.pooling != "auto" else ("last" if is_decoder else "mean")
         hidden = backbone.config.hidden_size
-        self.head = nn.Linear(hidden, 1)
+        # No bias: Bradley-Terry sees only reward differences, so a bias would get no gradient.
+        self.head = nn.Linear(hidden, 1, bias=False)
         nn.init.normal_(self.head.weight, std=hidden**-0.5)
-        nn.init.zeros_(self.head.bias)
         self.encoder = PairEncoder(tokenizer, max_length=config.max_length, is_decoder=is_decoder)
 
     # ---- construction ----------------------------------------------------------------------

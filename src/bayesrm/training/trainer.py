@@ -102,6 +102,16 @@ class RewardTrainer(Trainer):
         self._stats[split].clear()
         super().log(logs, start_time)
 
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
+        """Resume: read back what :meth:`_save` wrote (safetensors, checked against the model)."""
+        from bayesrm.models.checkpoint import CheckpointError, load_checkpoint
+
+        core = self.accelerator.unwrap_model(model if model is not None else self.model)
+        _, tensors = load_checkpoint(resume_from_checkpoint, getattr(core, "KIND", None))
+        result = core.load_state_dict(tensors, strict=False)
+        if result.unexpected_keys:
+            raise CheckpointError(f"{resume_from_checkpoint}: weights the model does not have: {result.unexpected_keys[:3]}")
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save in bayesrm's own format (config.json + model.safetensors of the trained weights)."""
         if not self.args.should_save:
