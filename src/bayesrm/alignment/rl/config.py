@@ -24,13 +24,15 @@ class RLConfig:
     proxy: str | None = None
     """Directory of a saved reward model / ensemble / posterior (loaded with bayesrm.load_scorer)."""
     gold: str | None = None
-    """Gold judge scored on the same responses for logging only (e.g. 'vader'); None logs no gold."""
+    """Gold judge spec for logging only, scored on the same responses: 'vader', 'textblob', 'rm:<dir>'
+    (bayesrm.evaluation.gold.make_judge); None logs no gold reward."""
     prompts: str | None = None
     """Prompt file: .txt (one prompt a line) or .jsonl (a 'prompt' field a line). Relative to the config file."""
-    reward: str = "up"
-    """Conservative reward applied to the proxy's prediction: mean | std | var | min | up | ... (bayesrm.rewards)."""
-    reward_params: dict[str, Any] = field(default_factory=lambda: {"beta2": 1.0})
-    """Keyword arguments of the reward, e.g. {k: 2.0} for std, {beta2: 1.0} for up (UP-RLHF eq. 14)."""
+    reward: str = "up:beta2=1.0"
+    """Conservative reward of the proxy's prediction, a bayesrm.rewards spec: mean | std | var | min | up,
+    with optional stages, e.g. 'std:k=2' or 'zscore|std:k=1'."""
+    reward_params: dict[str, Any] = field(default_factory=dict)
+    """Extra parameters of the reward's last stage, e.g. {k: 2.0} with reward 'std', {beta2: 0.5} with 'up'."""
 
     # ---- loop sizes ----
     steps: int = 50
@@ -165,7 +167,7 @@ class RLConfig:
             raise ValueError(f"{path}: no 'rl:' section")
         data = dict(doc["rl"] or {})
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        for key in ("proxy", "prompts", "policy", "gold"):
+        for key in ("proxy", "prompts", "policy"):
             value = data.get(key)
             if isinstance(value, str) and (value.startswith("./") or value.startswith("../") or "/" in value) and not Path(value).is_absolute():
                 data[key] = str((path.parent / value).resolve())

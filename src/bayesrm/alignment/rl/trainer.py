@@ -22,6 +22,7 @@ from bayesrm.alignment.rl.rloo import rloo_advantages_for
 from bayesrm.alignment.rl.rollout import PolicyWithValue, sample_rollout
 from bayesrm.alignment.rl.state import load_state, save_state
 from bayesrm.alignment.rl.tracking import JsonlLog, plot_run
+from bayesrm.models.checkpoint import read_meta
 from bayesrm.types import Prompt, RewardScorer
 
 CHECKPOINT_DIR = "checkpoint"
@@ -156,10 +157,10 @@ class RLTrainer:
     def resume(self, directory: str | Path | None = None) -> int:
         """Restore the last checkpoint; the log is cut back to it. Returns the step reached."""
         directory = Path(directory) if directory is not None else self.out_dir / CHECKPOINT_DIR
-        meta, reward_tensors = load_state(directory, self.policy, self.optimizer)
-        saved_algo = meta.get("config", {}).get("algo")
+        saved_algo = read_meta(directory).get("config", {}).get("algo")
         if saved_algo != self.cfg.algo:
             raise ValueError(f"{directory}: checkpoint is of algo {saved_algo!r}, this run is {self.cfg.algo!r}")
+        meta, reward_tensors = load_state(directory, self.policy, self.optimizer)
         load_reward_state(self.reward, reward_tensors, meta.get("reward_state", {}))
         self.step = int(meta["step"])
         self.log.truncate_after(self.step)

@@ -1,0 +1,106 @@
+"""`bayesrm rl`: PPO or RLOO fine-tuning of a LoRA policy against a conservative proxy reward.
+
+Settings come from the ``rl:`` section of a scenario YAML file (see bayesrm.alignment.rl.RLConfig);
+flags given here override it. Writes OUT/log.jsonl (one record a step), OUT/reward_vs_kl.png,
+OUT/reward_vs_step.png, OUT/adapter (peft LoRA) and OUT/checkpoint (for --resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bayesrm.types import Prompt
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("rl", help="RL fine-tuning (PPO / RLOO) against an uncertainty-penalised reward.", description=__doc__)
+    p.add_argument("--config", required=True, help="Scenario YAML file with an 'rl:' section (RLConfig fields).")
+    p.add_argument("--algo", dest="rl_algo", choices=["ppo", "rloo"], help="Override rl.algo.")
+    p.add_argument("--out", dest="rl_out", default="runs/rl", help="Output directory (default: runs/rl).")
+    p.add_argument("--resume", dest="rl_resume", action="store_true", help="Continue from OUT/checkpoint.")
+    p.add_argument("--steps", dest="rl_steps", type=int, help="Override rl.steps (total steps of the run).")
+    p.add_argument(
+        "--set", dest="rl_set", nargs="+", default=[], metavar="KEY=VALUE",
+        help="Override any rl field, e.g. --set kl_mode=loss kl_coef=0.1 (values parsed as YAML).",
+    )
+    p.add_argument("--quiet", dest="rl_quiet", action="store_true", help="Do not print a line per step.")
+    p.set_defaults(run=run)
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """['kl_coef=0.1', 'target_modules=[q_proj, v_proj]'] -> {'kl_coef': 0.1, ...} (YAML values)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def read_prompts(path: str | Path) -> list[Prompt]:
+    """Prompts from a .txt file (one a line, blank lines skipped) or a .jsonl file ('prompt': text or messages)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such prompt file")
+    prompts: list[Prompt] = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        if path.suffix != ".jsonl":
+            prompts.append(line.strip())
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
+        prompt = record.get("prompt") if isinstance(record, dict) else None
+        if not (isinstance(prompt, str) and prompt.strip()) and not (
+            isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)
+        ):
+            raise ValueError(f"{path}:{lineno}: field 'prompt' must be a non-empty string or a list of chat messages")
+        prompts.append(prompt)
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def run(args: argparse.Namespace) -> int:
+    from bayesrm.alignment.rl import RLConfig, RLTrainer, make_reward
+    from bayesrm.evaluation.gold import make_judge
+    from bayesrm.models.policy import load_policy
+    from bayesrm.registry import load_scorer
+
+    overrides = parse_overrides(args.rl_set)
+    overrides.update({"algo": args.rl_algo, "steps": args.rl_steps})
+    cfg = RLConfig.from_yaml(args.config, overrides)
+    for name in ("proxy", "prompts"):
+        if getattr(cfg, name) is None:
+            raise ValueError(f"{args.config}: rl.{name} is required")
+    model, tokenizer = load_policy(cfg.policy, device=cfg.device)
+    trainer = RLTrainer(
+        cfg,
+        model,
+        tokenizer,
+        proxy=load_scorer(cfg.proxy),
+        reward=make_reward(cfg.reward, cfg.reward_params),
+        prompts=read_prompts(cfg.prompts),
+        out_dir=args.rl_out,
+        gold=make_judge(cfg.gold) if cfg.gold else None,
+    )
+    out = Path(args.rl_out)
+    if args.rl_resume:
+        step = trainer.resume()
+        print(f"resumed from {out / 'checkpoint'} at step {step}")
+    elif (out / "log.jsonl").exists():
+        raise ValueError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    (out / "rl_config.yaml").parent.mkdir(parents=True, exist_ok=True)
+    (out / "rl_config.yaml").write_text(yaml.safe_dump({"rl": cfg.to_dict()}, sort_keys=False))
+    trainer.train(progress=not args.rl_quiet)
+    print(f"done: {trainer.step} steps -> {out}")
+    return 0
