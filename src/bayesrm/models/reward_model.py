@@ -43,6 +43,8 @@ class RewardModelConfig:
     """Module names to adapt; None uses peft's default for the architecture (e.g. query/value)."""
     lora_layers: list[int] | None = None
     """Indices of the transformer blocks to adapt; None adapts every block."""
+    disable_dropout: bool = True
+    """Turn off the backbone's dropout (as TRL's RewardTrainer does): rewards stay deterministic in training."""
     train_backbone: bool = False
     """Also train (and save) every backbone weight. Off: only LoRA and head are trained and saved."""
     trust_remote_code: bool = False
@@ -110,6 +112,10 @@ class RewardModel(nn.Module):
         """Wrap an already-built backbone (used by tests with tiny random models)."""
         for p in backbone.parameters():
             p.requires_grad_(config.train_backbone)
+        if config.disable_dropout:
+            for module in backbone.modules():
+                if isinstance(module, nn.Dropout):
+                    module.p = 0.0
         if config.lora_r > 0:
             lora = LoraConfig(
                 r=config.lora_r,

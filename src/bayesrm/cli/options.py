@@ -1,0 +1,126 @@
+"""Command-line options generated from dataclass configs, so each option is declared (and documented) once.
+
+A field's help text is its ``metadata["help"]`` or, failing that, the docstring written under it
+in the class body. ``--config file.yaml`` supplies defaults (flat keys, ``-`` or ``_``); flags
+given on the command line win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import types
+import typing
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+
+@lru_cache(maxsize=None)
+def attribute_docs(cls: type) -> dict[str, str]:
+    """Docstrings written under dataclass fields (``x: int = 1`` then ``\"\"\"doc\"\"\"``), by field name."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _base_type(annotation: Any) -> tuple[type, bool]:
+    """(element type, is_list) of an annotation such as ``int``, ``float | None``, ``list[str] | None``."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"list": list, "dict": dict})  # noqa: S307 - our own annotations
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0]) if args else (str, False)
+    if origin is list:
+        (inner,) = typing.get_args(annotation) or (str,)
+        return inner, True
+    if annotation in (int, float, str, bool):
+        return annotation, False
+    return str, False
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if text.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, only: Iterable[str] | None = None, title: str | None = None) -> None:
+    """Add ``--field-name`` options for the dataclass fields of cls (all, or those named in ``only``)."""
+    group = parser.add_argument_group(title or cls.__name__)
+    docs = attribute_docs(cls)
+    wanted = set(only) if only is not None else None
+    for f in dataclasses.fields(cls):
+        if wanted is not None and f.name not in wanted:
+            continue
+        if not f.init or f.name.startswith("_"):
+            continue
+        kind, is_list = _base_type(f.type)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
+        )
+        help_text = f.metadata.get("help") or docs.get(f.name, "")
+        help_text = f"{help_text} (default: {default})".replace("%", "%%")
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+        if kind is bool:
+            kwargs.update(type=_parse_bool, metavar="BOOL")
+        else:
+            kwargs.update(type=kind, metavar=f.name.upper())
+        if is_list:
+            kwargs["nargs"] = "+"
+        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+
+
+def build_dataclass(cls: type, values: dict[str, Any], **overrides: Any) -> Any:
+    """Instantiate cls from the parsed values that name its fields."""
+    names = {f.name for f in dataclasses.fields(cls) if f.init}
+    kwargs = {k: v for k, v in values.items() if k in names}
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def load_yaml_defaults(path: str | Path) -> dict[str, Any]:
+    """Flat option values from a YAML file, keys normalised to field names."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise FileNotFoundError(f"{path}: cannot read config ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: invalid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config file must be a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse argv; values from ``--config`` fill in what the command line leaves unset."""
+    args = parser.parse_args(argv)
+    config_path = getattr(args, "config", None)
+    if config_path:
+        for key, value in load_yaml_defaults(config_path).items():
+            if not hasattr(args, key):
+                setattr(args, key, value)
+    return args
