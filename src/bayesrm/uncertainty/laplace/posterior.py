@@ -242,25 +242,29 @@ class LaplaceLoRA:
         seed: int = 0,
         progress: bool = False,
     ) -> RewardPrediction:
-        """Monte-Carlo predictive: rescore with phi ~ N(phi_MAP, Sigma) n_samples times.
-
-        Returns mean / population variance over samples, and the draws as ``members`` [n_samples, B].
-        """
+        """Monte-Carlo predictive: rescore with phi ~ N(phi_MAP, Sigma) n_samples times (a check of
+        the linearised predictive). Returns the mean / population variance over samples and the
+        draws as ``members`` [n_samples, B]."""
         self._check_fitted()
+        was_training = self.model.training
+        self.model.eval()
+        enc = self.model.encoder
+        encoded = enc.encode(prompts, responses)
+        batches = [(list(range(s, min(s + batch_size, len(encoded)))), enc.pad(encoded[s : s + batch_size])) for s in range(0, len(encoded), batch_size)]
         generator = torch.Generator().manual_seed(seed)
         saved = [b.weight_matrix().detach().clone() for b in self.blocks_list]
-        draws = []
+        draws = torch.empty(n_samples, len(encoded))
         try:
-            for _ in tqdm(range(n_samples), desc="laplace mc", disable=not progress, unit="sample"):
-                for block in self.blocks_list:
-                    block.add_(sample_perturbation(self.curvature[block.name], self.prior_precision, generator))
-                draws.append(self.model.score(prompts, responses, batch_size=batch_size).mean)
+            for s in tqdm(range(n_samples), desc="laplace mc", disable=not progress, unit="sample"):
                 for block, w in zip(self.blocks_list, saved):
-                    block.add_(w - block.weight_matrix())
+                    block.add_(w - block.weight_matrix() + sample_perturbation(self.curvature[block.name], self.prior_precision, generator))
+                for idx, batch in batches:
+                    draws[s, idx] = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)).float().cpu()
         finally:
             for block, w in zip(self.blocks_list, saved):
                 block.add_(w - block.weight_matrix())
-        return RewardPrediction.from_members(torch.stack(draws))
+            self.model.train(was_training)
+        return RewardPrediction.from_members(draws)
 
     # ---- persistence -----------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
