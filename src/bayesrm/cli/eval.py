@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="Where metrics.json and reliability.png go (default: MODEL/../eval).")
     p.add_argument("--batch-size", type=int, default=32, help="Scoring batch size.")
     add_data_options(p)
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_holds_options=True)
 
 
 def run(args: argparse.Namespace) -> int:

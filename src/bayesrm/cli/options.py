@@ -116,10 +116,14 @@ def load_yaml_defaults(path: str | Path) -> dict[str, Any]:
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse argv; values from ``--config`` fill in what the command line leaves unset."""
+    """Parse argv; values from ``--config`` fill in what the command line leaves unset.
+
+    Only for subcommands that declare ``set_defaults(config_holds_options=True)``; for others
+    (``bon``, ``rl``) --config names a scenario file that they read themselves.
+    """
     args = parser.parse_args(argv)
     config_path = getattr(args, "config", None)
-    if config_path:
+    if config_path and getattr(args, "config_holds_options", False):
         for key, value in load_yaml_defaults(config_path).items():
             if not hasattr(args, key):
                 setattr(args, key, value)

@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-field", default="prompt", help="Name of the prompt field in the input.")
     p.add_argument("--response-field", default="response", help="Name of the response field in the input.")
     p.add_argument("--batch-size", type=int, default=32, help="Scoring batch size.")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_holds_options=True)
 
 
 def run(args: argparse.Namespace) -> int:

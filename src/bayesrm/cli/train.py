@@ -47,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_dataclass_options(p, MethodOptions, title="method")
     add_dataclass_options(p, RewardModelConfig, title="reward model")
     add_dataclass_options(p, RewardTrainingConfig, only=TRAINING_OPTIONS, title="training")
-    p.set_defaults(run=run)
+    p.set_defaults(run=run, config_holds_options=True)
 
 
 def run(args: argparse.Namespace) -> int:

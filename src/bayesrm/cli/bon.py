@@ -1,0 +1,39 @@
+"""`bayesrm bon`: run a best-of-n overoptimization scenario (sample, label, train proxies, score, report)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
+    p.add_argument("--config", default="sentiment", help="Scenario YAML, or the name of a built-in one ('sentiment').")
+    p.add_argument("--preset", default=None, help="A preset of the scenario (e.g. 'full' for the larger figure).")
+    p.add_argument("--out", default=default_out, help="Output directory (default: runs/<scenario>[-<preset>]). Re-running resumes.")
+    p.add_argument("--seeds", type=int, nargs="+", default=None,
+                   help="Run once per seed (labels, training, tie-breaking) into OUT/seed<S>; samples are shared.")
+    p.add_argument("--no-progress", action="store_true", help="No progress bars (logs only).")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bon", help="Best-of-n overoptimization experiment from a scenario file.", description=__doc__)
+    add_arguments(p, None)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bayesrm.scenarios.bon import BoNRunner
+    from bayesrm.scenarios.config import load_scenario
+
+    config = load_scenario(args.config, preset=args.preset)
+    out = Path(args.out or f"runs/{config.name}{'-' + args.preset if args.preset else ''}")
+    seeds = args.seeds or [config.seed]
+    reports = []
+    for seed in seeds:
+        config.seed = seed
+        target = out / f"seed{seed}" if args.seeds else out
+        runner = BoNRunner(config, target, progress=not args.no_progress, cache_dir=out / "samples")
+        reports.append(runner.run())
+    for report in reports:
+        print(f"report: {report}")
+    return 0

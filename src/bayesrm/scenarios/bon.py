@@ -1,0 +1,347 @@
+"""Run a best-of-n overoptimization scenario end to end, resumably.
+
+Stages (each writes its output under ``out_dir`` and is skipped when that output exists):
+
+1. prompts      preference-data prompts and best-of-n prompts (disjoint)           prompts.json
+2. samples      policy samples for both (on-disk cache, resumes mid-way)           samples/
+3. pairs        gold-labelled preference pairs, split by prompt                    pairs.jsonl
+4. proxies      train each proxy (or fit Laplace on a trained one), evaluate it    proxies/<name>/
+5. scores       gold and every proxy on the N best-of-n samples per prompt         scores/<name>.safetensors
+6. curves       E[gold], E[proxy], sigma of best-of-n for each proxy x reward      bon/<proxy>/ and report.md
+
+Proxy rewards are reported in z-units of that proxy (standardised on the best-of-n samples),
+so curves of different proxies share one scale.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from bayesrm.data.schema import PreferencePair
+from bayesrm.scenarios.config import ProxyConfig, ScenarioConfig
+from bayesrm.types import RewardPrediction
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def save_prediction(path: Path, pred: RewardPrediction) -> None:
+    tensors = {"mean": pred.mean.contiguous(), "var": pred.var.contiguous()}
+    if pred.members is not None:
+        tensors["members"] = pred.members.contiguous()
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
+def load_prediction(path: Path) -> RewardPrediction:
+    t = load_file(str(path))
+    return RewardPrediction(mean=t["mean"], var=t["var"], members=t.get("members"))
+
+
+class BoNRunner:
+    """Runs one scenario into ``out_dir``; every stage resumes from what is already there."""
+
+    def __init__(self, config: ScenarioConfig, out_dir: str | Path, progress: bool = True, cache_dir: str | Path | None = None):
+        self.config = config
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "samples"
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+        self._sampler = None
+
+    # ---- bookkeeping -----------------------------------------------------------------------
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        print(f"[{self.config.name}] {name} ...", flush=True)
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+    def log(self, message: str) -> None:
+        print(f"[{self.config.name}]   {message}", flush=True)
+
+    # ---- 1. prompts ------------------------------------------------------------------------
+    def prompts(self) -> tuple[list[str], list[str]]:
+        """(preference-data prompts, best-of-n prompts), disjoint and seeded."""
+        path = self.out / "prompts.json"
+        c = self.config
+        need = c.preferences.prompts + c.bon.prompts
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if len(saved["train"]) == c.preferences.prompts and len(saved["bon"]) == c.bon.prompts:
+                return saved["train"], saved["bon"]
+        with self.stage("prompts"):
+            if c.prompts.source == "chitchat":
+                from bayesrm.data.prompts import chitchat_prompts
+
+                pool = chitchat_prompts(need, seed=c.seed, min_words=c.prompts.min_words, max_words=c.prompts.max_words)
+            else:
+                import random
+
+                from bayesrm.data.prompts import load_prompts
+
+                pool = list(dict.fromkeys(load_prompts(c.prompts.source, c.prompts.field)))
+                if len(pool) < need:
+                    raise ValueError(f"{c.prompts.source}: {len(pool)} distinct prompts, the scenario needs {need}")
+                random.Random(c.seed).shuffle(pool)
+            train, bon = pool[: c.preferences.prompts], pool[c.preferences.prompts : need]
+            _atomic_write_text(path, json.dumps({"train": train, "bon": bon}, indent=1))
+        return train, bon
+
+    # ---- 2. samples ------------------------------------------------------------------------
+    def sampler(self):
+        if self._sampler is None:
+            from bayesrm.generation.sampler import PolicySampler
+            from bayesrm.models.policy import load_policy
+
+            with self.stage("load policy"):
+                model, tokenizer = load_policy(self.config.policy)
+                self._sampler = PolicySampler(model, tokenizer, self.config.policy, self.config.sampling_config(),
+                                              cache_dir=self.cache_dir)
+        return self._sampler
+
+    def samples(self, prompts: list[str], n: int, what: str) -> list[list[str]]:
+        """n samples per prompt, from the cache where possible."""
+        with self.stage(f"sample {what}"):
+            out = self.sampler().sample(prompts, n, progress=self.progress)
+        stats = self.sampler().stats
+        if stats.samples:
+            self.log(f"generated {stats.samples} samples so far at {stats.tokens_per_second:.0f} tok/s")
+        return out
+
+    # ---- 3. pairs --------------------------------------------------------------------------
+    def pairs(self, gold_judge: Any, sign: float = 1.0, tag: str = "") -> tuple[list[PreferencePair], list[PreferencePair]]:
+        """Gold-labelled (train, validation) pairs from the preference prompts' samples."""
+        from bayesrm.data.loading import load_preferences
+        from bayesrm.data.splits import split_pairs
+        from bayesrm.scenarios.preferences import gold_labelled_pairs
+
+        c = self.config
+        path = self.out / f"pairs{tag}.jsonl"
+        if not path.exists():
+            train_prompts, _ = self.prompts()
+            samples = self.samples(train_prompts, c.preferences.samples_per_prompt, "preference data")
+            with self.stage("label pairs"):
+                flat_p = [p for p, row in zip(train_prompts, samples) for _ in row]
+                flat_r = [r for row in samples for r in row]
+                gold = (sign * gold_judge.score(flat_p, flat_r).mean).view(len(train_prompts), -1).tolist()
+                pairs = gold_labelled_pairs(train_prompts, samples, gold, c.preferences.label_temperature,
+                                            c.preferences.label_noise, seed=c.seed)
+                lines = [json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) for p in pairs]
+                _atomic_write_text(path, "\n".join(lines) + "\n")
+        pairs = load_preferences(path, format="standard").pairs
+        split = split_pairs(pairs, fractions=(1 - c.preferences.validation_fraction, 0.0, c.preferences.validation_fraction),
+                            seed=c.seed, by_prompt=True)
+        return list(split.train), list(split.test)
+
+    # ---- 4. proxies ------------------------------------------------------------------------
+    def proxy(self, spec: ProxyConfig, train: list[PreferencePair], valid: list[PreferencePair], tag: str = "") -> Any:
+        """A trained (or loaded) proxy scorer, evaluated on the validation pairs."""
+        from bayesrm.registry import load_scorer
+
+        directory = self.out / "proxies" / f"{spec.name}{tag}"
+        if (directory / "model" / "config.json").exists():
+            return load_scorer(directory / "model")
+        with self.stage(f"train proxy {spec.name}{tag}"):
+            scorer = self._train_proxy(spec, train, tag)
+            scorer.save_pretrained(directory / "model")
+            if valid:
+                from bayesrm.cli.common import write_evaluation
+
+                metrics = write_evaluation(scorer, valid, directory, batch_size=64, title=f"proxy {spec.name}: validation pairs")
+                self.log(f"{spec.name}{tag}: validation accuracy {metrics['accuracy']:.3f}, ECE {metrics['ece']:.3f}")
+        return scorer
+
+    def _train_proxy(self, spec: ProxyConfig, train: list[PreferencePair], tag: str) -> Any:
+        from bayesrm.training.trainer import RewardTrainingConfig
+        from bayesrm.uncertainty.factory import train_model
+
+        c = self.config
+        if spec.method == "laplace":
+            from bayesrm.uncertainty.laplace.posterior import LaplaceLoRA
+
+            base_spec = next(p for p in c.proxies if p.name == spec.base)
+            base = self.proxy(base_spec, train, [], tag)
+            laplace = LaplaceLoRA(base, prior_precision=spec.prior_precision or 1.0)
+            laplace.fit(train, progress=self.progress)
+            if spec.prior_precision is None:
+                self.log(f"{spec.name}{tag}: prior precision {laplace.optimize_prior_precision():.3g} (max. marginal likelihood)")
+            return laplace
+        training = RewardTrainingConfig(**{"seed": c.seed, "logging_steps": 20, "use_cpu": not torch.cuda.is_available(),
+                                           **c.training, "output_dir": str(self.out / "proxies" / f"{spec.name}{tag}" / "checkpoints"),
+                                           "disable_tqdm": not self.progress})
+        return train_model(spec.method, c.model_config(), train, training, members=spec.members, diversity=spec.diversity,
+                           top_layers=spec.top_layers, seed=c.seed, bootstrap=spec.bootstrap)
+
+    # ---- 5. scores -------------------------------------------------------------------------
+    def bon_samples(self) -> tuple[list[str], list[str], list[str]]:
+        """(prompt ids, flat prompts [P*N], flat responses [P*N]) of the best-of-n samples."""
+        _, bon_prompts = self.prompts()
+        samples = self.samples(bon_prompts, self.config.bon.n_samples, "best-of-n")
+        ids = [str(i) for i, row in enumerate(samples) for _ in row]
+        return ids, [p for p, row in zip(bon_prompts, samples) for _ in row], [r for row in samples for r in row]
+
+    def scores(self, name: str, scorer: Any) -> RewardPrediction:
+        path = self.out / "scores" / f"{name}.safetensors"
+        if path.exists():
+            return load_prediction(path)
+        _, prompts, responses = self.bon_samples()
+        with self.stage(f"score {name}"):
+            pred = scorer.score(prompts, responses, batch_size=64, progress=self.progress)
+            path.parent.mkdir(exist_ok=True)
+            save_prediction(path, pred)
+        return pred
+
+    # ---- 6. curves and report --------------------------------------------------------------
+    def curves(self, gold: RewardPrediction, pred: RewardPrediction, prompt_ids: list[str]) -> dict[str, Any]:
+        """One BoNCurve per reward spec for one proxy."""
+        from bayesrm.alignment.bon import bon_curves
+        from bayesrm.rewards import parse_reward
+        from bayesrm.rewards.transforms import Standardizer
+
+        c = self.config
+        P, N = c.bon.prompts, c.bon.n_samples
+        z = Standardizer.fit(pred)(pred)  # proxy in z-units, for plotting on one scale
+        out = {}
+        for spec in c.bon.rewards:
+            reward = parse_reward(spec)
+            if pred.members is None and any(stage.split(":")[0].strip() == "min" for stage in spec.split("|")):
+                continue  # worst-case over members needs an ensemble
+            reward.fit(pred, prompt_ids)
+            select = reward(pred, prompt_ids).view(P, N)
+            out[spec] = bon_curves(z.mean.view(P, N), gold.mean.view(P, N), c.bon_ns(), n_boot=c.bon.n_boot,
+                                   seed=c.seed, select=select, extra={"sigma": z.std.view(P, N)})
+        return out
+
+    def run(self) -> Path:
+        """Run every stage; returns the path of the summary report."""
+        from bayesrm.evaluation.gold import make_judge
+        from bayesrm.evaluation.report import make_bon_report
+
+        c = self.config
+        gold_judge = make_judge(c.gold)
+        train, valid = self.pairs(gold_judge)
+        self.log(f"{len(train)} training / {len(valid)} validation preference pairs")
+        prompt_ids, prompts, responses = self.bon_samples()
+        gold = self.scores("gold", gold_judge)
+        all_curves: dict[str, dict[str, Any]] = {}
+        proxy_metrics: dict[str, dict[str, float]] = {}
+        for spec in c.proxies:
+            scorer = self.proxy(spec, train, valid)
+            metrics_path = self.out / "proxies" / spec.name / "metrics.json"
+            if metrics_path.exists():
+                proxy_metrics[spec.name] = json.loads(metrics_path.read_text())
+            pred = self.scores(spec.name, scorer)
+            with self.stage("curves"):
+                all_curves[spec.name] = self.curves(gold, pred, prompt_ids)
+                make_bon_report(self.out / "bon" / spec.name, all_curves[spec.name], self.settings(), self.timings,
+                                seeds={"scenario": c.seed}, baseline="mean", title=f"{c.name}: best-of-n with proxy {spec.name}")
+        sections = []
+        if c.two_property is not None:
+            sections.append(self.two_property(train, valid, gold, prompt_ids))
+        return self.summary(all_curves, proxy_metrics, sections)
+
+    def settings(self) -> dict[str, Any]:
+        c = self.config
+        return {"scenario": c.name, "policy": c.policy, "gold": c.gold, "sampling": json.dumps(c.sampling),
+                "preference prompts x samples": f"{c.preferences.prompts} x {c.preferences.samples_per_prompt}",
+                "label temperature / noise": f"{c.preferences.label_temperature} / {c.preferences.label_noise}",
+                "best-of-n prompts x N": f"{c.bon.prompts} x {c.bon.n_samples}", "reward model": json.dumps(c.model),
+                "training": json.dumps(c.training), "proxies": ", ".join(f"{p.name} ({p.method})" for p in c.proxies),
+                "seed": c.seed}
+
+    def summary(self, all_curves: dict[str, dict[str, Any]], proxy_metrics: dict[str, dict[str, float]], sections: list[str]) -> Path:
+        """Top-level report: one overview plot (each proxy's mean and best penalty), tables, links."""
+        from bayesrm.alignment.bon import paired_difference
+        from bayesrm.evaluation.plots import plot_bon
+
+        c = self.config
+        flat = {f"{proxy}/{spec}": curve for proxy, curves in all_curves.items() for spec, curve in curves.items()}
+        overview = {}
+        for proxy, curves in all_curves.items():
+            overview[f"{proxy}/mean"] = curves["mean"]
+            best = max((s for s in curves if s != "mean"), key=lambda s: float(curves[s].stats["gold"].mean[-1]), default=None)
+            if best is not None:
+                overview[f"{proxy}/{best}"] = curves[best]
+        plot_bon(overview, self.out / "bon.png", title=f"{c.name}: gold (solid) and proxy (dashed) reward of best-of-n")
+        ns = c.bon_ns()
+        lines = [f"# {c.name}: best-of-n overoptimization", "",
+                 f"Policy `{c.policy}`, gold `{c.gold}`, {c.bon.prompts} prompts x N = {c.bon.n_samples} samples; "
+                 f"E[gold of best-of-n] by the unbiased estimator over all subsets, {int(100 * 0.95)}% bootstrap bands over prompts. "
+                 "Proxy rewards in z-units of each proxy.", "", "![overview](bon.png)", ""]
+        if proxy_metrics:
+            lines += ["## Proxies on held-out gold-labelled pairs", "", "| proxy | accuracy | NLL | ECE |", "|---|---|---|---|"]
+            lines += [f"| {n} | {m['accuracy']:.3f} | {m['nll']:.3f} | {m['ece']:.3f} |" for n, m in proxy_metrics.items()]
+            lines.append("")
+        lines += ["## Gold reward of the best-of-n pick", "", "| proxy / reward | " + " | ".join(f"n={n}" for n in ns) + " | peak n | gain over mean at n=" + str(ns[-1]) + " |",
+                  "|---" * (len(ns) + 3) + "|"]
+        for proxy, curves in all_curves.items():
+            for spec, curve in curves.items():
+                g = curve.stats["gold"]
+                peak = ns[int(torch.argmax(g.mean))]
+                gain = paired_difference(curve, curves["mean"], n_boot=c.bon.n_boot, seed=c.seed)
+                gain_txt = "" if spec == "mean" else f"{float(gain.mean[-1]):+.3f} [{float(gain.lo[-1]):+.3f}, {float(gain.hi[-1]):+.3f}]"
+                lines.append(f"| {proxy} / `{spec}` | " + " | ".join(f"{float(v):.3f}" for v in g.mean) + f" | {peak} | {gain_txt} |")
+        lines += ["", "Per-proxy reports: " + ", ".join(f"[{p}](bon/{p}/report.md)" for p in all_curves), ""]
+        lines += sections
+        lines += ["## Timings (this run; cached stages take ~0 s)", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in self.timings.items()]
+        lines += ["", "## Settings", "", "```json", json.dumps(asdict(c), indent=1), "```", ""]
+        path = self.out / "report.md"
+        _atomic_write_text(path, "\n".join(lines))
+        (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
+        from bayesrm.evaluation.report import save_curves
+
+        save_curves(self.out / "curves.json", flat)
+        return path
+
+    # ---- two-property variant --------------------------------------------------------------
+    def two_property(self, train1: list[PreferencePair], valid1: list[PreferencePair], gold1: RewardPrediction, prompt_ids: list[str]) -> str:
+        """Sum of raw rewards vs sum of log-sigmoid transforms (logical AND): P(pick satisfies both)."""
+        from bayesrm.alignment.bon import bon_curves, satisfies_all
+        from bayesrm.evaluation.gold import make_judge
+        from bayesrm.rewards import parse_reward
+
+        c, tp = self.config, self.config.two_property
+        P, N = c.bon.prompts, c.bon.n_samples
+        map_spec = next((p for p in c.proxies if p.method == "map"), ProxyConfig())
+        judge2 = make_judge(tp.gold)
+        train2, valid2 = self.pairs(judge2, sign=tp.sign, tag="_prop2")
+        rm1 = self.proxy(map_spec, train1, valid1)
+        rm2 = self.proxy(map_spec, train2, valid2, tag="_prop2")
+        gold2 = RewardPrediction.point(tp.sign * self.scores("gold_prop2", judge2).mean)
+        r1, r2 = self.scores(map_spec.name, rm1), self.scores(f"{map_spec.name}_prop2", rm2)
+        both = satisfies_all([gold1.mean.view(P, N), gold2.mean.view(P, N)], tp.thresholds)
+        selections = {"sum of raw rewards": r1.mean + r2.mean}
+        transformed = []
+        for pred in (r1, r2):
+            reward = parse_reward(f"log_sigmoid:q={tp.quantile}")
+            reward.fit(pred, prompt_ids)
+            transformed.append(reward(pred, prompt_ids))
+        selections["sum of log-sigmoid (AND)"] = transformed[0] + transformed[1]
+        curves = {name: bon_curves(sel.view(P, N), gold1.mean.view(P, N), c.bon_ns(), n_boot=c.bon.n_boot, seed=c.seed,
+                                   extra={"p_all": both, "gold2": gold2.mean.view(P, N)})
+                  for name, sel in selections.items()}
+        ns = c.bon_ns()
+        lines = ["## Two properties: logical AND by summed log-sigmoid rewards", "",
+                 f"Gold 1 `{c.gold}` (>= {tp.thresholds[0]}), gold 2 `{tp.gold}` x {tp.sign:g} (>= {tp.thresholds[1]}); "
+                 f"one MAP proxy per property; reference r_ref(x) = per-prompt {tp.quantile} quantile over the N samples.", "",
+                 "P(best-of-n pick satisfies both properties):", "",
+                 "| selection | " + " | ".join(f"n={n}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
+        for name, curve in curves.items():
+            band = curve.stats["p_all"]
+            lines.append(f"| {name} | " + " | ".join(f"{float(m):.3f}" for m in band.mean) + " |")
+        return "\n".join(lines) + "\n"
