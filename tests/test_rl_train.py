@@ -220,3 +220,17 @@ def test_config_errors_name_file_and_field(tmp_path):
         RLConfig.from_yaml(path)
     with pytest.raises(ValueError, match="RLOO needs at least 2"):
         RLConfig(algo="rloo", samples_per_prompt=1)
+
+
+def test_sampler_is_the_policy_itself_no_hidden_top_k(tokenizer):
+    """A model's shipped generation_config (here top_k=50) must not change what the rollout samples."""
+    from bayesrm.alignment.rl.trainer import build_policy
+
+    torch.manual_seed(0)
+    model = tiny_lm(tokenizer)
+    model.generation_config.top_k = 50
+    policy = build_policy(model, tiny_cfg())
+    ro = sample_rollout(policy, tokenizer, ["hello world"], samples_per_prompt=400, max_prompt_tokens=8,
+                        max_new_tokens=1, chat_template=False, forward_batch_size=400)
+    assert len(tokenizer) > 90 and ro.entropy[0, 0] > 4.4  # near-uniform over ~100 tokens
+    assert len(set(ro.response_tokens[:, 0].tolist())) > 60

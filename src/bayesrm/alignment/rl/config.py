@@ -169,7 +169,9 @@ class RLConfig:
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
         for key in ("proxy", "prompts", "policy"):
             value = data.get(key)
-            if isinstance(value, str) and (value.startswith("./") or value.startswith("../") or "/" in value) and not Path(value).is_absolute():
+            if isinstance(value, str) and not Path(value).is_absolute() and (
+                value.startswith(("./", "../")) or (path.parent / value).exists()
+            ):  # a path next to the config file (a Hub id or an alias such as 'smollm2' stays as is)
                 data[key] = str((path.parent / value).resolve())
         return cls.from_dict(data, source=f"{path}: rl")
 

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+from transformers import GenerationConfig
 
 from bayesrm.alignment.rl.losses import entropy_from_logits
 from bayesrm.data.encoding import render_messages
@@ -181,17 +182,20 @@ def sample_rollout(
 
     was_training = policy.training
     policy.eval()
-    sequences = policy.model.generate(
-        input_ids=prompt_ids,
-        attention_mask=prompt_mask,
+    # A fresh GenerationConfig, so that no sampling setting shipped with the model (top_k, top_p,
+    # repetition_penalty, ...) makes the sampler differ from the pi whose log-probs PPO uses.
+    sampling = GenerationConfig(
         do_sample=True,
         temperature=temperature,
-        top_k=top_k if top_k > 0 else None,
+        top_k=top_k,  # 0 = off
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         min_new_tokens=1,
         pad_token_id=pad_id,
         eos_token_id=eos or None,
+    )
+    sequences = policy.model.generate(
+        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=sampling
     )  # [B, P + R'], R' <= max_new_tokens
     response = sequences[:, prompt_ids.shape[1] :]  # [B, R]
     response_mask = response_mask_from_tokens(response, eos)  # [B, R]
