@@ -153,7 +153,9 @@ class PolicySampler:
 
     model: a transformers causal LM (or a ``vllm.LLM``, see :mod:`bayesrm.generation.vllm_backend`).
     model_id: a readable name for the cache directory; the weights fingerprint is added to it, so
-    a changed model never reads another's samples. cache_dir None keeps samples in memory only.
+    a changed model never reads another's samples (the fingerprint is taken at construction, about
+    1 s per 500 MB of weights: build a new sampler after changing the weights, e.g. after an RL
+    step). cache_dir None keeps samples in memory only.
     Prompts are rendered with the tokenizer's chat template when it has one.
     """
 
