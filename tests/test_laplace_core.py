@@ -243,3 +243,21 @@ def test_evidence_optimum_matches_dense_grid_search(tiny_bert_dir):
     assert la.prior_precision == lam
     assert abs(math.log10(lam) - math.log10(best)) < 2.5e-3 + 1e-3  # grid spacing 2.5e-3 in log10
     assert dense_evidence(lam) >= dense_evidence(best) - 1e-6
+
+
+def test_variance_grows_off_the_training_data(tiny_bert_dir):
+    """With a weak prior, a training pair's margin variance stays bounded (its Jacobian lies in the span
+    of the data: g^T (sum_m lam_m g_m g_m^T + lambda I)^-1 g <= 1 / lam_n per block, exact K-FAC at r = 1)
+    while pairs of unseen words, whose Jacobians leave that span, grow like 1 / lambda."""
+    model = make_model(tiny_bert_dir, r=1, modules=["query"], layers=[1])
+    train = make_pairs(4)
+    la = LaplaceLoRA(model, include_head=True, low_rank=None, prior_precision=1e-6).fit(train, batch_size=4)
+    prompts = [p.prompt for p in train]
+    seen = la.score_pairs(prompts, [p.chosen for p in train], [p.rejected for p in train])
+    shifted = la.score_pairs(prompts, ["cat dog food world", "why how when where", "human assistant help", "yes no okay please"],
+                             ["sorry sure okay", "hello world", "answer question", "please thanks"])
+    p = torch.sigmoid(seen.mean.double())
+    bound = len(la.blocks_list) / (p * (1 - p))  # sum over blocks of 1 / lam_n
+    print(f"\nmargin variance at lambda=1e-6: training pairs {seen.var.tolist()}, shifted pairs {shifted.var.tolist()}")
+    assert torch.all(seen.var.double() <= bound * (1 + 1e-3))
+    assert shifted.var.min() > 1e3 * seen.var.max()

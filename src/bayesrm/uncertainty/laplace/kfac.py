@@ -173,9 +173,11 @@ class KFACAccumulator:
     def finalize(self, low_rank: int | None, dtype: torch.dtype) -> KroneckerBlock:
         """Normalise, eigendecompose and (for large factors) truncate."""
         norm = float(self.norm)
-        if norm <= 0 or not math.isfinite(norm):
-            raise ValueError("no curvature was accumulated (empty data, or all gradients zero)")
-        if self.mode == "pair":
+        if not math.isfinite(norm):
+            raise ValueError("the curvature is not finite (NaN or inf in the model's outputs or gradients)")
+        if norm == 0:  # no data, or all gradients zero (e.g. LoRA A while B = 0): the posterior is the prior
+            A, G = self.A, self.G
+        elif self.mode == "pair":
             A, G = self.A, self.G / norm
         else:
             A, G = self.A / norm, self.G
