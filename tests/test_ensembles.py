@@ -32,8 +32,8 @@ def _pairs(toy_pairs) -> list[PreferencePair]:
 
 
 def _training(tmp_path, **kw) -> RewardTrainingConfig:
-    args = dict(output_dir=str(tmp_path / "run"), learning_rate=5e-2, per_device_train_batch_size=16, num_train_epochs=3,
-                logging_steps=1, use_cpu=True, seed=0, disable_tqdm=True)
+    args = dict(output_dir=str(tmp_path / "run"), learning_rate=5e-2, per_device_train_batch_size=16, num_train_epochs=2,
+                logging_steps=1, use_cpu=True, seed=0, disable_tqdm=True, save_strategy="no")
     return RewardTrainingConfig(**{**args, **kw})
 
 
