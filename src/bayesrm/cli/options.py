@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
+from bayesrm.fileio import read_yaml_mapping
 
 
 @lru_cache(maxsize=None)
@@ -103,16 +103,7 @@ def build_dataclass(cls: type, values: dict[str, Any], **overrides: Any) -> Any:
 
 def load_yaml_defaults(path: str | Path) -> dict[str, Any]:
     """Flat option values from a YAML file, keys normalised to field names."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise FileNotFoundError(f"{path}: cannot read config ({err.strerror})") from err
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must be a mapping of option: value")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return {str(k).replace("-", "_"): v for k, v in read_yaml_mapping(path, "config").items()}
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:

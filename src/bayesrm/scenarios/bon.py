@@ -26,14 +26,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bayesrm.data.schema import PreferencePair
+from bayesrm.fileio import atomic_write_text
 from bayesrm.scenarios.config import ProxyConfig, ScenarioConfig
 from bayesrm.types import RewardPrediction
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def save_prediction(path: Path, pred: RewardPrediction) -> None:
@@ -98,7 +93,7 @@ class BoNRunner:
                     raise ValueError(f"{c.prompts.source}: {len(pool)} distinct prompts, the scenario needs {need}")
                 random.Random(c.seed).shuffle(pool)
             train, bon = pool[: c.preferences.prompts], pool[c.preferences.prompts : need]
-            _atomic_write_text(path, json.dumps({"train": train, "bon": bon}, indent=1))
+            atomic_write_text(path, json.dumps({"train": train, "bon": bon}, indent=1))
         return train, bon
 
     # ---- 2. samples ------------------------------------------------------------------------
@@ -141,7 +136,7 @@ class BoNRunner:
                 pairs = gold_labelled_pairs(train_prompts, samples, gold, c.preferences.label_temperature,
                                             c.preferences.label_noise, seed=c.seed)
                 lines = [json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) for p in pairs]
-                _atomic_write_text(path, "\n".join(lines) + "\n")
+                atomic_write_text(path, "\n".join(lines) + "\n")
         pairs = load_preferences(path, format="standard").pairs
         split = split_pairs(pairs, fractions=(1 - c.preferences.validation_fraction, 0.0, c.preferences.validation_fraction),
                             seed=c.seed, by_prompt=True)
@@ -301,7 +296,7 @@ class BoNRunner:
         lines += [f"| {k} | {v:.1f} |" for k, v in self.timings.items()]
         lines += ["", "## Settings", "", "```json", json.dumps(asdict(c), indent=1), "```", ""]
         path = self.out / "report.md"
-        _atomic_write_text(path, "\n".join(lines))
+        atomic_write_text(path, "\n".join(lines))
         (self.out / "timings.json").write_text(json.dumps(self.timings, indent=1))
         from bayesrm.evaluation.report import save_curves
 

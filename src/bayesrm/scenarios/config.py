@@ -15,8 +15,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 
+from bayesrm.fileio import read_yaml_mapping
 from bayesrm.generation.sampler import SamplingConfig
 from bayesrm.models.reward_model import RewardModelConfig
 
@@ -214,14 +214,7 @@ def scenario_path(name_or_path: str) -> Path:
 def load_scenario(name_or_path: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> ScenarioConfig:
     """Read, merge (preset, then overrides) and validate a scenario."""
     path = scenario_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise FileNotFoundError(f"{path}: cannot read scenario ({err.strerror})") from err
-    except yaml.YAMLError as err:
-        raise ValueError(f"{path}: invalid YAML ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a scenario must be a mapping")
+    data = read_yaml_mapping(path, "scenario")
     presets = data.pop("presets", {}) or {}
     if preset is not None:
         if preset not in presets:
