@@ -143,7 +143,7 @@ class LaplaceLoRA:
         acc_dtype = torch.float32 if self.device.type == "mps" else torch.float64
         accs = {b.name: KFACAccumulator(*b.shape, mode=self.config.kfac, device=self.device, dtype=acc_dtype) for b in self.blocks_list}
         stats = torch.zeros(2, dtype=acc_dtype, device=self.device)  # [sum log sigmoid(f), n pairs]
-        n_batches = len(data) // batch_size + 1 if isinstance(data, Sequence) else None
+        n_batches = math.ceil(len(data) / batch_size) if isinstance(data, Sequence) and data and isinstance(data[0], PreferencePair) else None
         for batch in tqdm(self._pair_batches(data, batch_size), desc="laplace fit", disable=not progress, total=n_batches, unit="batch"):
             ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
             if ids.shape[0] % 2:
