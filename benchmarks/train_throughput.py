@@ -67,6 +67,7 @@ def run_trl(pairs, args, out: str) -> float:
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1)
     tok = AutoTokenizer.from_pretrained(path)
+    tok.eos_token = tok.sep_token  # TRL appends an EOS token; BERT tokenizers have none
     data = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
     cfg = RewardConfig(output_dir=out, per_device_train_batch_size=args.batch_size, max_steps=args.warmup + args.steps,
                        max_length=args.max_length, logging_steps=1000, seed=0, use_cpu=True, report_to="none",

@@ -211,7 +211,10 @@ class BoNRunner:
         P, N = c.bon.prompts, c.bon.n_samples
         z = Standardizer.fit(pred)(pred)  # proxy in z-units, for plotting on one scale
         out = {}
+        point_model = not bool((pred.var > 0).any())
         for spec in c.bon.rewards:
+            if point_model and spec != "mean":
+                continue  # no uncertainty: every penalty reduces to the mean
             reward = parse_reward(spec)
             if pred.members is None and any(stage.split(":")[0].strip() == "min" for stage in spec.split("|")):
                 continue  # worst-case over members needs an ensemble
