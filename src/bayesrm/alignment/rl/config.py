@@ -61,8 +61,8 @@ class RLConfig:
     """LoRA scaling numerator: the update is (alpha / r) B A."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input (0 keeps rollout and update log-probs identical)."""
-    target_modules: list[str] | None = None
-    """Modules to adapt; None uses peft's default for the architecture (q_proj, v_proj for Llama)."""
+    target_modules: list[str] | str | None = None
+    """Modules to adapt (names, or 'all-linear'); None uses peft's default (q_proj, v_proj for Llama)."""
 
     # ---- optimisation ----
     lr: float = 1e-4
