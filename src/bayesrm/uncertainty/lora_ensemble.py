@@ -49,10 +49,11 @@ class BatchedLoRALinear(nn.Module):
         self.base = base
         self.members, self.r, self.scaling = members, r, alpha / r
         w = base.weight
-        self.lora_A = nn.Parameter(torch.empty(members, r, base.in_features, dtype=w.dtype, device=w.device))
-        self.lora_B = nn.Parameter(torch.zeros(members, base.out_features, r, dtype=w.dtype, device=w.device))
-        for a in self.lora_A.data:  # peft's init, per member: A ~ kaiming-uniform, B = 0
+        lora_a = torch.empty(members, r, base.in_features, dtype=w.dtype)  # drawn on CPU: the generator is a CPU one
+        for a in lora_a:  # peft's init, per member: A ~ kaiming-uniform, B = 0
             nn.init.kaiming_uniform_(a, a=math.sqrt(5), generator=generator)
+        self.lora_A = nn.Parameter(lora_a.to(w.device))
+        self.lora_B = nn.Parameter(torch.zeros(members, base.out_features, r, dtype=w.dtype, device=w.device))
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
