@@ -72,3 +72,17 @@ def test_help_documents_every_option(capsys):
     for option in ["--lora-r", "--method", "--diversity", "--members", "--skip-invalid", "--learning-rate", "--test-fraction"]:
         assert option in text
     assert "(default:" in text and "LoRA rank" in text
+
+
+def test_laplace_command_fits_on_the_training_split(pairs_file, tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(pairs_file, tiny_bert_dir, out)) == 0
+    capsys.readouterr()
+    assert main(["laplace", "--model", str(out / "model"), "--data", str(pairs_file), "--test-fraction", "0.25",
+                 "--prior-precision", "auto"]) == 0
+    assert "Laplace-LoRA on 36 pairs" in capsys.readouterr().err  # 48 pairs, 25% held out
+    posterior = out / "model-laplace"
+    assert main(["eval", "--model", str(posterior), "--data", str(pairs_file), "--test-fraction", "0.25",
+                 "--out", str(tmp_path / "eval")]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["n"] == 12 and metrics["mean_margin_std"] > 0
