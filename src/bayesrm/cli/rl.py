@@ -21,9 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rl", help="RL fine-tuning (PPO / RLOO) against an uncertainty-penalised reward.", description=__doc__)
     p.add_argument("--config", required=True, help="Scenario YAML file with an 'rl:' section (RLConfig fields).")
     p.add_argument("--algo", dest="rl_algo", choices=["ppo", "rloo"], help="Override rl.algo.")
-    p.add_argument("--out", dest="rl_out", default="runs/rl", help="Output directory (default: runs/rl).")
+    p.add_argument("--out", dest="rl_out", default="runs/rl", metavar="DIR", help="Output directory (default: runs/rl).")
     p.add_argument("--resume", dest="rl_resume", action="store_true", help="Continue from OUT/checkpoint.")
-    p.add_argument("--steps", dest="rl_steps", type=int, help="Override rl.steps (total steps of the run).")
+    p.add_argument("--steps", dest="rl_steps", type=int, metavar="N", help="Override rl.steps (total steps of the run).")
     p.add_argument(
         "--set", dest="rl_set", nargs="+", default=[], metavar="KEY=VALUE",
         help="Override any rl field, e.g. --set kl_mode=loss kl_coef=0.1 (values parsed as YAML).",
