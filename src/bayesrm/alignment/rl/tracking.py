@@ -61,7 +61,7 @@ def plot_run(records: list[dict[str, Any]], out_dir: str | Path, kl_key: str = "
             ax = axes[1] if label == "gold" else axes[0]
             pts = [(x, y) for x, y in zip(xs, ys) if _finite(x) and _finite(y)]
             if pts:
-                ax.plot(*zip(*pts), marker="o", markersize=2, label=label)
+                ax.plot(*zip(*pts), marker="o", markersize=3, linewidth=0.8, alpha=0.8, label=label)
         axes[0].set_title("proxy")
         axes[1].set_title("gold")
         for ax in axes:
