@@ -42,6 +42,7 @@ from bayesrm.data.loading import load_preferences  # noqa: E402
 from bayesrm.data.splits import split_pairs  # noqa: E402
 from bayesrm.evaluation.evaluate import evaluate_preferences  # noqa: E402
 from bayesrm.evaluation.metrics import auroc  # noqa: E402
+from bayesrm.models.backbones import load_config  # noqa: E402
 from bayesrm.models.reward_model import RewardModelConfig  # noqa: E402
 from bayesrm.training.trainer import RewardTrainingConfig  # noqa: E402
 from bayesrm.uncertainty.factory import train_model  # noqa: E402
@@ -54,13 +55,14 @@ ALL_METHODS = METHODS + ("two-stage",)
 
 def load_data(args: argparse.Namespace):
     """(train pairs, test pairs, in-distribution (prompt, response) sample, shifted sample)."""
-    hh = load_preferences(DATA / "hh-rlhf-harmless-base-test.jsonl.gz").pairs
+    data = Path(args.data)
+    hh = load_preferences(data / "hh-rlhf-harmless-base-test.jsonl.gz").pairs
     splits = split_pairs(hh, (0.8, 0.0, 0.2), seed=0)
     train = splits.train[: args.train_limit] if args.train_limit else splits.train
     rng = random.Random(0)
     shifted = []
     for name in ("pandalm-test-human.jsonl", "mtbench-human-pairs.jsonl"):
-        pairs = load_preferences(DATA / name, skip_invalid=True).pairs
+        pairs = load_preferences(data / name, skip_invalid=True).pairs
         shifted += [(p.prompt, r) for p in pairs for r in (p.chosen, p.rejected)]
     shifted = rng.sample(shifted, min(args.shifted, len(shifted)))
     in_dist = [(p.prompt, r) for p in splits.test for r in (p.chosen, p.rejected)]
@@ -69,9 +71,10 @@ def load_data(args: argparse.Namespace):
 
 
 def method_spec(method: str, args: argparse.Namespace) -> dict:
-    """train_model keyword arguments: every method adapts the same top blocks (L = args.top_layers of 6)."""
-    top_blocks = list(range(6 - args.top_layers, 6))
-    rm = RewardModelConfig(backbone="minilm", max_length=args.max_length, lora_r=8, lora_alpha=16, target_modules=["query", "value"])
+    """train_model keyword arguments: every method adapts the same top blocks (the top args.top_layers)."""
+    n_blocks = load_config(args.backbone).num_hidden_layers
+    top_blocks = list(range(n_blocks - args.top_layers, n_blocks))
+    rm = RewardModelConfig(backbone=args.backbone, max_length=args.max_length, lora_r=8, lora_alpha=16, target_modules=["query", "value"])
     if method in ("map", "heads", "independent"):
         return {"method": method, "rm_config": replace(rm, lora_layers=top_blocks)}
     spec = {"method": "lora-ensemble", "rm_config": rm, "top_layers": args.top_layers}
@@ -87,17 +90,19 @@ def run_method(method: str, data, args: argparse.Namespace) -> dict:
     spec = method_spec(method, args)
     training = RewardTrainingConfig(
         output_dir=str(Path(args.out) / method), num_train_epochs=args.epochs, per_device_train_batch_size=16,
-        learning_rate=args.lr, seed=0, logging_steps=20, disable_tqdm=True, save_strategy="no",
+        learning_rate=args.lr, seed=args.seed, logging_steps=20, disable_tqdm=True, save_strategy="no",
     )
     members = 1 if method == "map" else args.members
     start = time.perf_counter()
-    model = train_model(train_pairs=train, training_config=training, members=members, seed=0, **spec)
+    model = train_model(train_pairs=train, training_config=training, members=members, seed=args.seed, **spec)
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate_preferences(model, test, batch_size=32)
     ood_in = model.score([p for p, _ in in_dist], [r for _, r in in_dist], batch_size=32)
     ood_out = model.score([p for p, _ in shifted], [r for _, r in shifted], batch_size=32)
     score_s = time.perf_counter() - start
+    with torch.no_grad():
+        diversity = float(model.diversity()) if hasattr(model, "diversity") else None
     std = np.concatenate([ood_in.std.numpy(), ood_out.std.numpy()])
     labels = np.concatenate([np.zeros(len(ood_in)), np.ones(len(ood_out))])
     out = {
@@ -109,10 +114,17 @@ def run_method(method: str, data, args: argparse.Namespace) -> dict:
         "std_shifted": float(ood_out.std.mean()),
         "train_seconds": train_s,
         "score_seconds": score_s,
-        "diversity": float(model.diversity()) if hasattr(model, "diversity") else None,
+        "diversity": diversity,
         "settings": {k: v for k, v in vars(args).items() if k != "methods"},
+        "device": device_note(),
     }
     return out
+
+
+def device_note() -> str:
+    if torch.cuda.is_available():
+        return f"training and scoring on {torch.cuda.get_device_name()}"
+    return f"CPU ({platform.machine()}), {torch.get_num_threads()} threads on a shared 2-core machine"
 
 
 def write_table(out_dir: Path, args: argparse.Namespace, n: dict[str, int]) -> str:
@@ -131,13 +143,12 @@ def write_table(out_dir: Path, args: argparse.Namespace, n: dict[str, int]) -> s
         )
     text = f"""# Ensemble reward models on HH-RLHF harmless (measured)
 
-Produced by `examples/ensemble_experiment.py` ({time.strftime('%Y-%m-%d')}, {platform.machine()}, torch
-{torch.__version__}, {torch.get_num_threads()} threads on a shared 2-core machine).
+Produced by `examples/ensemble_experiment.py` ({time.strftime('%Y-%m-%d')}, torch {torch.__version__}, {device_note()}).
 
 Setup: HH-RLHF harmless-base test split, 80/20 split with seed 0 ({n['train']} train / {n['test']} test
-pairs). Backbone all-MiniLM-L6-v2, max {args.max_length} tokens, LoRA r=8 (alpha 16) on query/value of the
+pairs). Backbone {args.backbone!r} (all-MiniLM-L6-v2), max {args.max_length} tokens, LoRA r=8 (alpha 16) on query/value of the
 top {args.top_layers} of 6 blocks for every method, {args.epochs:g} epoch, batch 16 pairs, learning rate
-{args.lr:g}, K={args.members} members, diversity weight lambda={args.diversity:g} for the diverse LoRA ensemble,
+{args.lr:g}, training seed {args.seed}, K={args.members} members, diversity weight lambda={args.diversity:g} for the diverse LoRA ensemble,
 training target `members` (each member's own Bradley-Terry loss).
 
 Accuracy, NLL and ECE (15 equal-width bins) are on the {n['test']} test pairs, with the predictive
@@ -163,10 +174,13 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--seed", type=int, default=0, help="training / initialisation seed (the data split is always seed 0)")
     parser.add_argument("--shifted", type=int, default=300, help="responses per side of the AUROC")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--train-limit", type=int, default=None, help="use only this many training pairs (smoke runs)")
     parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--data", default=str(DATA), help="directory holding the shared data files")
+    parser.add_argument("--backbone", default="minilm", help="the embedded alias or a local copy of all-MiniLM-L6-v2")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out_dir = Path(args.out)
