@@ -129,10 +129,11 @@ def test_cli_fits_and_saves_a_posterior(fitted, pairs, tmp_path):
     data.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n" for p in pairs))
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["laplace", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "post"), "--max-pairs", "20"])
+    args = parser.parse_args(["laplace", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "post"), "--max-pairs", "25",
+                              "--test-fraction", "0.2"])
     assert args.run(args) == 0
     la = LaplaceLoRA.from_pretrained(tmp_path / "post")
-    assert la.n_data == 20 and la.prior_precision != 1.0
+    assert la.n_data == 20 and la.prior_precision != 1.0  # fitted on the training part (80% of 25) only
     args = parser.parse_args(["laplace", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "p2"), "--prior-precision", "3.5"])
     assert args.run(args) == 0
     assert LaplaceLoRA.from_pretrained(tmp_path / "p2").prior_precision == 3.5
