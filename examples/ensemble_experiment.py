@@ -50,7 +50,9 @@ from bayesrm.uncertainty.factory import train_model  # noqa: E402
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results" / "ensembles.md"
 METHODS = ("map", "heads", "lora-ensemble", "diverse-lora-ensemble", "independent")
-ALL_METHODS = METHODS + ("two-stage",)
+ALL_METHODS = METHODS + ("two-stage", "laplace", "laplace-ensemble")
+LAPLACE_BASE = {"laplace": "map", "laplace-ensemble": "lora-ensemble"}
+"""Laplace methods: a K-FAC Laplace-LoRA posterior fitted on the trained model of the base method."""
 
 
 def load_data(args: argparse.Namespace):
@@ -72,6 +74,7 @@ def load_data(args: argparse.Namespace):
 
 def method_spec(method: str, args: argparse.Namespace) -> dict:
     """train_model keyword arguments: every method adapts the same top blocks (the top args.top_layers)."""
+    method = LAPLACE_BASE.get(method, method)
     n_blocks = load_config(args.backbone).num_hidden_layers
     top_blocks = list(range(n_blocks - args.top_layers, n_blocks))
     rm = RewardModelConfig(backbone=args.backbone, max_length=args.max_length, lora_r=8, lora_alpha=16, target_modules=["query", "value"])
@@ -92,10 +95,19 @@ def run_method(method: str, data, args: argparse.Namespace) -> dict:
         output_dir=str(Path(args.out) / method), num_train_epochs=args.epochs, per_device_train_batch_size=16,
         learning_rate=args.lr, seed=args.seed, logging_steps=20, disable_tqdm=True, save_strategy="no",
     )
-    members = 1 if method == "map" else args.members
+    members = 1 if method in ("map", "laplace") else args.members
     start = time.perf_counter()
     model = train_model(train_pairs=train, training_config=training, members=members, seed=args.seed, **spec)
     train_s = time.perf_counter() - start
+    fit_s = None
+    if method in LAPLACE_BASE:
+        from bayesrm.uncertainty.laplace import LaplaceEnsemble, LaplaceLoRA
+
+        start = time.perf_counter()
+        model = LaplaceLoRA(model) if method == "laplace" else LaplaceEnsemble.from_ensemble(model)
+        model.fit(train, batch_size=16)
+        model.optimize_prior_precision()
+        fit_s = time.perf_counter() - start
     start = time.perf_counter()
     result = evaluate_preferences(model, test, batch_size=32)
     ood_in = model.score([p for p, _ in in_dist], [r for _, r in in_dist], batch_size=32)
@@ -113,6 +125,7 @@ def run_method(method: str, data, args: argparse.Namespace) -> dict:
         "std_in_distribution": float(ood_in.std.mean()),
         "std_shifted": float(ood_out.std.mean()),
         "train_seconds": train_s,
+        "laplace_fit_seconds": fit_s,
         "score_seconds": score_s,
         "diversity": diversity,
         "settings": {k: v for k, v in vars(args).items() if k != "methods"},
