@@ -13,11 +13,11 @@ from typing import Any, Sequence
 import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
-from tqdm.auto import tqdm
 
 from bayesrm.data.encoding import PairEncoder
 from bayesrm.models import backbones
 from bayesrm.models.checkpoint import load_checkpoint, save_checkpoint
+from bayesrm.models.scoring import score_rewards
 from bayesrm.types import Prompt, RewardPrediction
 
 POOLINGS = ("auto", "last", "cls", "mean")
@@ -152,7 +152,6 @@ class RewardModel(nn.Module):
         return {n: m for n, m in self.named_modules() if hasattr(m, "lora_A") and len(getattr(m, "lora_A", {})) > 0}
 
     # ---- scoring ---------------------------------------------------------------------------
-    @torch.inference_mode()
     def score(
         self,
         prompts: Sequence[Prompt],
@@ -160,22 +159,8 @@ class RewardModel(nn.Module):
         batch_size: int = 32,
         progress: bool = False,
     ) -> RewardPrediction:
-        """Rewards of (prompt, response) pairs; var = 0 (a point model).
-
-        Sequences are sorted by length so batches carry little padding; the output keeps input order.
-        """
-        was_training = self.training
-        self.eval()
-        encoded = self.encoder.encode(prompts, responses)
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-        rewards = torch.empty(len(encoded))
-        for start in tqdm(range(0, len(order), batch_size), desc="scoring", disable=not progress, unit="batch"):
-            idx = order[start : start + batch_size]
-            batch = self.encoder.pad([encoded[i] for i in idx])
-            out = self(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
-            rewards[idx] = out.float().cpu()
-        self.train(was_training)
-        return RewardPrediction.point(rewards)
+        """Rewards of (prompt, response) pairs; var = 0 (a point model). Batched by length, input order kept."""
+        return RewardPrediction.point(score_rewards(self, prompts, responses, batch_size, progress))
 
     # ---- persistence -----------------------------------------------------------------------
     def saved_state_dict(self) -> dict[str, torch.Tensor]:
