@@ -154,7 +154,7 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         memory[m] = json.loads(out)
     seconds = measure_time(args)
-    print(f"| method | time (s) | vs single | activation peak (MiB) | params (MiB) |\n|---|---:|---:|---:|---:|")
+    print("| method | time (s) | vs single | activation peak (MiB) | params (MiB) |\n|---|---:|---:|---:|---:|")
     for m in names:
         print(f"| {m} | {seconds[m]:.3f} | {seconds[m] / seconds['single']:.2f} | "
               f"{memory[m]['activation_peak_mib']:.1f} | {memory[m]['param_mib']:.1f} |")

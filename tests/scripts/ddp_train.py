@@ -8,7 +8,6 @@ OUT_DIR/rank{r}.safetensors so the test can check that the processes ended ident
 import os
 import sys
 
-import torch
 from safetensors.torch import save_file
 
 from bayesrm.data.schema import PreferencePair

@@ -8,18 +8,17 @@ OUT/reward_vs_step.png, OUT/adapter (peft LoRA) and OUT/checkpoint (for --resume
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bayesrm.types import Prompt
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("rl", help="RL fine-tuning (PPO / RLOO) against an uncertainty-penalised reward.", description=__doc__)
-    p.add_argument("--config", required=True, help="Scenario YAML file with an 'rl:' section (RLConfig fields).")
+    p.add_argument("--config", required=True, help="Scenario YAML file with an 'rl:' section (RLConfig fields), or 'sentiment'.")
+    p.add_argument("--preset", dest="rl_preset", default=None, help="A preset of the scenario file (e.g. rl-small-up).")
     p.add_argument("--algo", dest="rl_algo", choices=["ppo", "rloo"], help="Override rl.algo.")
     p.add_argument("--out", dest="rl_out", default="runs/rl", metavar="DIR", help="Output directory (default: runs/rl).")
     p.add_argument("--resume", dest="rl_resume", action="store_true", help="Continue from OUT/checkpoint.")
@@ -43,43 +42,17 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def read_prompts(path: str | Path) -> list[Prompt]:
-    """Prompts from a .txt file (one a line, blank lines skipped) or a .jsonl file ('prompt': text or messages)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such prompt file")
-    prompts: list[Prompt] = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        if path.suffix != ".jsonl":
-            prompts.append(line.strip())
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: invalid JSON ({err.msg})") from err
-        prompt = record.get("prompt") if isinstance(record, dict) else None
-        if not (isinstance(prompt, str) and prompt.strip()) and not (
-            isinstance(prompt, list) and all(isinstance(m, dict) and "role" in m and "content" in m for m in prompt)
-        ):
-            raise ValueError(f"{path}:{lineno}: field 'prompt' must be a non-empty string or a list of chat messages")
-        prompts.append(prompt)
-    if not prompts:
-        raise ValueError(f"{path}: no prompts")
-    return prompts
-
-
 def run(args: argparse.Namespace) -> int:
     from bayesrm.alignment.rl import RLConfig, RLTrainer, make_reward
+    from bayesrm.data.prompts import prompt_source
     from bayesrm.evaluation.gold import make_judge
     from bayesrm.models.policy import load_policy
     from bayesrm.registry import load_scorer
 
     overrides = parse_overrides(args.rl_set)
     overrides.update({"algo": args.rl_algo, "steps": args.rl_steps})
-    cfg = RLConfig.from_yaml(args.config, overrides)
-    for name in ("proxy", "prompts"):
+    cfg = RLConfig.from_yaml(args.config, overrides, preset=args.rl_preset)
+    for name in ("proxy", "prompts"):  # prompts: a .txt / .jsonl / .json file, or chitchat:N
         if getattr(cfg, name) is None:
             raise ValueError(f"{args.config}: rl.{name} is required")
     model, tokenizer = load_policy(cfg.policy, device=cfg.device)
@@ -89,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer,
         proxy=load_scorer(cfg.proxy),
         reward=make_reward(cfg.reward, cfg.reward_params),
-        prompts=read_prompts(cfg.prompts),
+        prompts=prompt_source(cfg.prompts, seed=cfg.seed),
         out_dir=args.rl_out,
         gold=make_judge(cfg.gold) if cfg.gold else None,
     )

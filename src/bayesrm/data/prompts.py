@@ -138,3 +138,15 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
     if not prompts:
         raise DataError("no prompts", "no prompts in file", file=path)
     return prompts
+
+
+def prompt_source(spec: str, seed: int = 0) -> list[str]:
+    """Prompts named by a spec: ``chitchat:N`` (N real chat messages, seeded) or a prompt file path."""
+    kind, sep, count = spec.partition(":")
+    if kind == "chitchat":
+        try:
+            n = int(count) if sep else 512
+        except ValueError:
+            raise ValueError(f"prompt source {spec!r}: expected chitchat:N with N a whole number") from None
+        return chitchat_prompts(n, seed=seed)
+    return load_prompts(spec)

@@ -6,7 +6,7 @@ non-pad token for decoders and the mean (or CLS) for encoders.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -27,7 +27,7 @@ class RLConfig:
     """Gold judge spec for logging only, scored on the same responses: 'vader', 'textblob', 'rm:<dir>'
     (bayesrm.evaluation.gold.make_judge); None logs no gold reward."""
     prompts: str | None = None
-    """Prompt file: .txt (one prompt a line) or .jsonl (a 'prompt' field a line). Relative to the config file."""
+    """Prompt file (.txt one prompt a line, .jsonl / .json with a prompt field; relative to the config file) or chitchat:N (N real chat messages)."""
     reward: str = "up:beta2=1.0"
     """Conservative reward of the proxy's prediction, a bayesrm.rewards spec: mean | std | var | min | up,
     with optional stages, e.g. 'std:k=2' or 'zscore|std:k=1'."""
@@ -152,9 +152,12 @@ class RLConfig:
             raise ValueError(f"{source}.{err}") from err
 
     @classmethod
-    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "RLConfig":
-        """Read the ``rl:`` section of a scenario YAML file; paths in it are made relative to the file."""
-        path = Path(path)
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None) -> "RLConfig":
+        """Read the ``rl:`` section of a scenario YAML file (or a built-in scenario name such as
+        'sentiment'), after merging a preset; paths in it are made relative to the file."""
+        from bayesrm.scenarios.config import deep_merge, scenario_path
+
+        path = scenario_path(str(path))
         try:
             doc = yaml.safe_load(path.read_text())
         except FileNotFoundError as err:
@@ -163,6 +166,11 @@ class RLConfig:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             raise ValueError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from err
+        if isinstance(doc, dict) and preset is not None:
+            presets = doc.pop("presets", None) or {}
+            if preset not in presets:
+                raise ValueError(f"{path}: no preset {preset!r}; presets: {sorted(presets)}")
+            doc = deep_merge(doc, presets[preset])
         if not isinstance(doc, dict) or "rl" not in doc:
             raise ValueError(f"{path}: no 'rl:' section")
         data = dict(doc["rl"] or {})
