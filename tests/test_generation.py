@@ -249,3 +249,14 @@ def test_smollm2_samples_two_short_responses(tmp_path):
     records = sampler.sample_records(["How was your weekend?"], 2, progress=False)[0]
     assert len(records) == 2 and all(r.text.strip() and 0 < r.num_tokens <= 8 for r in records)
     assert "<|im" not in records[0].text
+
+
+def test_cache_keeps_texts_with_unicode_line_separators(tmp_path):
+    """Sampled text may contain U+2028 / U+0085 (written unescaped); only '\\n' ends a cache line."""
+    from bayesrm.generation.cache import Sample, SampleCache
+
+    texts = ["a\u2028b", "c\x85d", "e\u2029f\x1cg"]
+    cache = SampleCache(tmp_path / "c.jsonl")
+    cache.add([(("p", i), Sample(text=t, num_tokens=3, finished=True)) for i, t in enumerate(texts)])
+    reloaded = SampleCache(tmp_path / "c.jsonl")
+    assert [reloaded[("p", i)].text for i in range(3)] == texts

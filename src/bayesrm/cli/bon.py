@@ -12,6 +12,8 @@ def add_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--out", default=default_out, help="Output directory (default: runs/<scenario>[-<preset>]). Re-running resumes.")
     p.add_argument("--seeds", type=int, nargs="+", default=None,
                    help="Run once per seed (labels, training, tie-breaking) into OUT/seed<S>; samples are shared.")
+    p.add_argument("--samples", default=None,
+                   help="Sample cache directory (default: OUT/samples); point several runs at one cache to share samples.")
     p.add_argument("--no-progress", action="store_true", help="No progress bars (logs only).")
 
 
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     for seed in seeds:
         config.seed = seed
         target = out / f"seed{seed}" if args.seeds else out
-        runner = BoNRunner(config, target, progress=not args.no_progress, cache_dir=out / "samples")
+        runner = BoNRunner(config, target, progress=not args.no_progress, cache_dir=args.samples or out / "samples")
         reports.append(runner.run())
     for report in reports:
         print(f"report: {report}")

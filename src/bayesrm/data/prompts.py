@@ -123,7 +123,7 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
         prompts = [_pick(r, field, file=path, line=i, record=True) for i, r in enumerate(records, start=1)]
     elif path.suffix == ".jsonl":
         prompts = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:
@@ -134,7 +134,7 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
     else:
         if field is not None:
             raise DataError("field on text file", f"field={field!r} given, but {path.suffix or 'this'} files hold one prompt per line", file=path)
-        prompts = [line.strip() for line in text.splitlines() if line.strip()]
+        prompts = [line.strip() for line in text.split("\n") if line.strip()]
     if not prompts:
         raise DataError("no prompts", "no prompts in file", file=path)
     return prompts

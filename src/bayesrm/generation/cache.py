@@ -81,7 +81,7 @@ class SampleCache:
             raw = raw[: raw.rfind(b"\n") + 1]
             with open(self.path, "r+b") as f:
                 f.truncate(len(raw))
-        for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+        for lineno, line in enumerate(raw.decode("utf-8").split("\n"), start=1):
             if not line.strip():
                 continue
             try:

@@ -16,6 +16,7 @@ so curves of different proxies share one scale.
 from __future__ import annotations
 
 import json
+import random
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -84,8 +85,6 @@ class BoNRunner:
 
                 pool = chitchat_prompts(need, seed=c.seed, min_words=c.prompts.min_words, max_words=c.prompts.max_words)
             else:
-                import random
-
                 from bayesrm.data.prompts import load_prompts
 
                 pool = list(dict.fromkeys(load_prompts(c.prompts.source, c.prompts.field)))
@@ -140,7 +139,10 @@ class BoNRunner:
         pairs = load_preferences(path, format="standard").pairs
         split = split_pairs(pairs, fractions=(1 - c.preferences.validation_fraction, 0.0, c.preferences.validation_fraction),
                             seed=c.seed, by_prompt=True)
-        return list(split.train), list(split.test)
+        train = list(split.train)
+        if c.preferences.max_pairs is not None and c.preferences.max_pairs < len(train):
+            train = random.Random(c.seed).sample(train, c.preferences.max_pairs)
+        return train, list(split.test)
 
     # ---- 4. proxies ------------------------------------------------------------------------
     def proxy(self, spec: ProxyConfig, train: list[PreferencePair], valid: list[PreferencePair], tag: str = "") -> Any:

@@ -52,6 +52,8 @@ class PreferenceConfig:
     """Probability of flipping each label after sampling it."""
     validation_fraction: float = 0.2
     """Held-out pairs (split by prompt) on which proxies report accuracy / ECE."""
+    max_pairs: int | None = None
+    """Train on a seeded random subset of this many pairs (a weaker, more exploitable proxy); None uses all."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ class JsonlLog:
         if not self.path.is_file():
             return []
         out = []
-        for lineno, line in enumerate(self.path.read_text().splitlines(), 1):
+        for lineno, line in enumerate(self.path.read_text().split("\n"), 1):
             if line.strip():
                 try:
                     out.append(json.loads(line))
