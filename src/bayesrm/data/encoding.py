@@ -80,8 +80,8 @@ class PairEncoder:
         """Token ids of one pair, truncated to max_length (prompt trimmed from the left)."""
         tok = self.tokenizer
         p_text, r_text = self._segments(prompt, response)
-        p_ids = tok(p_text, add_special_tokens=False)["input_ids"]
-        r_ids = tok(r_text, add_special_tokens=False)["input_ids"]
+        p_ids = tok(p_text, add_special_tokens=False, verbose=False)["input_ids"]  # truncated below
+        r_ids = tok(r_text, add_special_tokens=False, verbose=False)["input_ids"]
         if self.is_decoder:
             bos = [tok.bos_token_id] if (tok.bos_token_id is not None and not self.has_chat_template) else []
             eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
