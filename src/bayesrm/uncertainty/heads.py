@@ -45,7 +45,25 @@ def install_member_heads(body: RewardModel, ensemble: EnsembleConfig) -> RewardM
     return body
 
 
-class HeadEnsemble(EnsembleScorer, nn.Module):
+class SharedBodyEnsemble(EnsembleScorer):
+    """Ensembles built around one :class:`RewardModel` (``self.body``) whose head is :class:`MemberHeads`."""
+
+    body: nn.Module
+
+    @property
+    def encoder(self):  # type: ignore[override]
+        return self.body.encoder
+
+    @property
+    def device(self) -> torch.device:
+        return self.body.device
+
+    @property
+    def heads(self) -> MemberHeads:
+        return self.body.head  # type: ignore[return-value]
+
+
+class HeadEnsemble(SharedBodyEnsemble, nn.Module):
     """K scalar heads on one (frozen or shared-LoRA) backbone; ``forward`` -> [K, B] in one backbone pass.
 
     body: a :class:`RewardModel` (backbone, optional shared LoRA, pooling, encoder) whose head is
@@ -79,17 +97,6 @@ class HeadEnsemble(EnsembleScorer, nn.Module):
     def config(self) -> RewardModelConfig:
         return self.body.config
 
-    @property
-    def encoder(self):  # type: ignore[override]
-        return self.body.encoder
-
-    @property
-    def device(self) -> torch.device:
-        return self.body.device
-
-    @property
-    def heads(self) -> MemberHeads:
-        return self.body.head  # type: ignore[return-value]
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """input_ids, attention_mask [B, T] -> member rewards [K, B]."""

@@ -28,9 +28,9 @@ from torch import nn
 
 from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel, RewardModelConfig, pool_hidden
-from bayesrm.uncertainty.base import EnsembleConfig, EnsembleScorer, ensemble_meta, parse_ensemble_meta
+from bayesrm.uncertainty.base import EnsembleConfig, ensemble_meta, parse_ensemble_meta
 from bayesrm.uncertainty.diversity import stacked_lora_diversity
-from bayesrm.uncertainty.heads import MemberHeads, install_member_heads
+from bayesrm.uncertainty.heads import SharedBodyEnsemble, install_member_heads
 
 BaseLoRA = dict[str, dict[str, torch.Tensor]]
 """A merged shared LoRA: {module path: {"lora_A" [r, d_in], "lora_B" [d_out, r], "scaling" []}}."""
@@ -163,7 +163,7 @@ def broadcast_to_members(blocks: Sequence[nn.Module], members: int, batch: int) 
 
 
 # ---- the ensemble ------------------------------------------------------------------------------
-class LoRAEnsemble(EnsembleScorer, nn.Module):
+class LoRAEnsemble(SharedBodyEnsemble, nn.Module):
     """K LoRA members on one frozen backbone, computed in one batched forward pass -> [K, B].
 
     config:   the reward-model config; lora_r / lora_alpha / lora_dropout / target_modules /
@@ -213,17 +213,6 @@ class LoRAEnsemble(EnsembleScorer, nn.Module):
         return cls(body, config, ensemble or EnsembleConfig(), base_lora)
 
     # ---- forward ---------------------------------------------------------------------------
-    @property
-    def encoder(self):  # type: ignore[override]
-        return self.body.encoder
-
-    @property
-    def device(self) -> torch.device:
-        return self.body.device
-
-    @property
-    def heads(self) -> MemberHeads:
-        return self.body.head  # type: ignore[return-value]
 
     def adapters(self) -> dict[str, BatchedLoRALinear]:
         """The batched LoRA layers by module path in the backbone."""
