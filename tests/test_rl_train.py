@@ -233,3 +233,10 @@ def test_sampler_is_the_policy_itself_no_hidden_top_k(tokenizer):
                         max_new_tokens=1, chat_template=False, forward_batch_size=400)
     assert len(tokenizer) > 90 and ro.entropy[0, 0] > 4.4  # near-uniform over ~100 tokens
     assert len(set(ro.response_tokens[:, 0].tolist())) > 60
+
+
+def test_cli_overrides_keep_set_values_unless_a_flag_is_given():
+    from bayesrm.cli.rl import collect_overrides
+
+    assert collect_overrides(["steps=6", "kl_coef=0.1"], algo=None, steps=None) == {"steps": 6, "kl_coef": 0.1}
+    assert collect_overrides(["steps=6"], algo="ppo", steps=3) == {"steps": 3, "algo": "ppo"}

@@ -42,6 +42,13 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def collect_overrides(items: list[str], **flags: Any) -> dict[str, Any]:
+    """--set KEY=VALUE pairs, then the dedicated flags (--algo, --steps) that were given (None = not given)."""
+    overrides = parse_overrides(items)
+    overrides.update({k: v for k, v in flags.items() if v is not None})
+    return overrides
+
+
 def run(args: argparse.Namespace) -> int:
     from bayesrm.alignment.rl import RLConfig, RLTrainer, make_reward
     from bayesrm.data.prompts import prompt_source
@@ -49,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from bayesrm.models.policy import load_policy
     from bayesrm.registry import load_scorer
 
-    overrides = parse_overrides(args.rl_set)
-    overrides.update({"algo": args.rl_algo, "steps": args.rl_steps})
+    overrides = collect_overrides(args.rl_set, algo=args.rl_algo, steps=args.rl_steps)
     cfg = RLConfig.from_yaml(args.config, overrides, preset=args.rl_preset)
     for name in ("proxy", "prompts"):  # prompts: a .txt / .jsonl / .json file, or chitchat:N
         if getattr(cfg, name) is None:
