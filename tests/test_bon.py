@@ -171,3 +171,19 @@ def test_paired_difference_band():
     assert abs(d.mean[0]) < 1e-12  # n = 1: both pick a uniformly random sample
     with pytest.raises(ValueError, match="same ns"):
         paired_difference(bon_curves(proxy, gold, [1, 2], n_boot=10), base)
+
+
+def test_average_over_seeds_pools_per_prompt_estimates():
+    from bayesrm.alignment.bon import average_over_seeds, bon_curves
+
+    g = torch.Generator().manual_seed(3)
+    gold = torch.randn(6, 8, generator=g, dtype=torch.float64)
+    runs = [bon_curves(torch.randn(6, 8, generator=g, dtype=torch.float64), gold, [1, 2, 4, 8], n_boot=200) for _ in range(3)]
+    pooled = average_over_seeds(runs, n_boot=200)
+    expected = torch.stack([r.stats["gold"].per_prompt for r in runs]).mean(0)  # [M, P]
+    assert torch.allclose(pooled.stats["gold"].per_prompt, expected)
+    assert torch.allclose(pooled.stats["gold"].mean, expected.mean(-1))
+    assert bool((pooled.stats["gold"].lo <= pooled.stats["gold"].mean).all() and (pooled.stats["gold"].mean <= pooled.stats["gold"].hi).all())
+    assert pooled.meta["runs"] == 3
+    with pytest.raises(ValueError, match="same ns"):
+        average_over_seeds([runs[0], bon_curves(torch.randn(6, 8, generator=g), gold, [1, 2], n_boot=50)])

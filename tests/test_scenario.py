@@ -96,3 +96,26 @@ def test_tiny_scenario_end_to_end_and_resume(tmp_path, tiny_causal_lm_dir, tiny_
     again.run()
     assert again._sampler is None or again.sampler().stats.samples == 0
     assert not any(k.startswith(("train proxy", "score")) for k in again.timings)
+
+
+def test_bon_command_pools_seeds(tmp_path, tiny_causal_lm_dir, tiny_bert_dir):
+    from bayesrm.cli.main import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"tell me about w{i}" for i in range(8)) + "\n")
+    scenario = tmp_path / "tiny.yaml"
+    scenario.write_text(json.dumps({
+        "name": "tiny", "policy": str(tiny_causal_lm_dir), "gold": "vader", "prompts": {"source": str(prompts)},
+        "sampling": {"max_new_tokens": 4, "batch_size": 16},
+        "preferences": {"prompts": 5, "samples_per_prompt": 3, "validation_fraction": 0.2},
+        "model": {"backbone": str(tiny_bert_dir), "lora_r": 2, "max_length": 24},
+        "training": {"max_steps": 2, "per_device_train_batch_size": 4},
+        "proxies": [{"name": "ens", "method": "lora-ensemble", "members": 2}],
+        "bon": {"prompts": 3, "n_samples": 4, "n_boot": 50, "rewards": ["mean", "std:k=1"]},
+    }))
+    out = tmp_path / "out"
+    assert main(["bon", "--config", str(scenario), "--out", str(out), "--seeds", "0", "1", "--no-progress"]) == 0
+    assert (out / "seed0" / "report.md").exists() and (out / "seed1" / "report.md").exists()
+    pooled = (out / "report.md").read_text()
+    assert "Pooled over seeds [0, 1]" in pooled and "| ens / `std:k=1` |" in pooled
+    assert len(list((out / "samples").rglob("*.jsonl"))) == 1  # both seeds share one sample cache

@@ -206,6 +206,24 @@ def bon_curves(
     return BoNCurve(ns=ns, kl=kl_bon(ns), stats=stats, n_samples=select.shape[-1], meta=meta)  # type: ignore[arg-type]
 
 
+def average_over_seeds(curves: Sequence[BoNCurve], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> BoNCurve:
+    """One curve from runs with different seeds on the same prompts: each prompt's estimate is
+    averaged over the runs, then bands are bootstrapped over prompts as for a single run."""
+    if not curves:
+        raise ValueError("average_over_seeds needs at least one curve")
+    first = curves[0]
+    for c in curves[1:]:
+        if c.ns != first.ns or c.n_prompts != first.n_prompts or set(c.stats) != set(first.stats):
+            raise ValueError("average_over_seeds needs curves with the same ns, prompts and statistics")
+    stats = {}
+    for name in first.stats:
+        per_prompt = torch.stack([c.stats[name].per_prompt.double() for c in curves]).mean(0)  # [M, P]
+        lo, hi = bootstrap_band(per_prompt, n_boot, seed, level)
+        stats[name] = Band(per_prompt.mean(-1), lo, hi, per_prompt)
+    meta = {**first.meta, "n_boot": n_boot, "seed": seed, "level": level, "runs": len(curves)}
+    return BoNCurve(ns=first.ns, kl=first.kl, stats=stats, n_samples=first.n_samples, meta=meta)
+
+
 def paired_difference(
     curve: BoNCurve, baseline: BoNCurve, stat: str = GOLD, n_boot: int = 1000, seed: int = 0, level: float = 0.95
 ) -> Band:
