@@ -83,14 +83,14 @@ class BoNRunner:
             if c.prompts.source == "chitchat":
                 from bayesrm.data.prompts import chitchat_prompts
 
-                pool = chitchat_prompts(need, seed=c.seed, min_words=c.prompts.min_words, max_words=c.prompts.max_words)
+                pool = chitchat_prompts(need, seed=c.prompts.seed, min_words=c.prompts.min_words, max_words=c.prompts.max_words)
             else:
                 from bayesrm.data.prompts import load_prompts
 
                 pool = list(dict.fromkeys(load_prompts(c.prompts.source, c.prompts.field)))
                 if len(pool) < need:
                     raise ValueError(f"{c.prompts.source}: {len(pool)} distinct prompts, the scenario needs {need}")
-                random.Random(c.seed).shuffle(pool)
+                random.Random(c.prompts.seed).shuffle(pool)
             train, bon = pool[: c.preferences.prompts], pool[c.preferences.prompts : need]
             atomic_write_text(path, json.dumps({"train": train, "bon": bon}, indent=1))
         return train, bon

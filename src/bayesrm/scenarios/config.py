@@ -36,6 +36,9 @@ class PromptConfig:
     """chitchat: shortest message kept, in words."""
     max_words: int = 30
     """chitchat: longest message kept, in words."""
+    seed: int = 0
+    """Seeds which prompts are drawn; kept apart from the scenario seed so that runs with several
+    seeds share prompts and samples."""
 
 
 @dataclass
@@ -115,7 +118,7 @@ class ScenarioConfig:
     name: str = "sentiment"
     """Scenario name (report title, output folder)."""
     seed: int = 0
-    """Seeds prompt choice, preference labels, proxy training and the estimator's tie-breaking."""
+    """Seeds preference labels, proxy training and the estimator's tie-breaking (prompts: prompts.seed)."""
     policy: str = "smollm2"
     """Policy: 'smollm2' (embedded SmolLM2-135M-Instruct) or a local causal-LM directory."""
     gold: str = "vader"
