@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from bayesrm.data.schema import PreferencePair
 from bayesrm.models import RewardModel, RewardModelConfig
 from bayesrm.training import RewardTrainingConfig, train_reward_model
+from bayesrm.training.distributed import shutdown_distributed
 
 
 def main(model_dir: str, out_dir: str) -> None:
@@ -26,6 +27,7 @@ def main(model_dir: str, out_dir: str) -> None:
     world = trainer.args.world_size
     state = {k: v.contiguous() for k, v in model.saved_state_dict().items()}
     save_file(state, os.path.join(out_dir, f"rank{rank}.safetensors"), metadata={"world_size": str(world)})
+    shutdown_distributed()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ training on CPU. On GPUs nothing is needed: NCCL is set up by the Trainer as usu
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch.distributed as dist
@@ -27,4 +28,14 @@ def init_distributed_cpu() -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         return dist.is_initialized()
     dist.init_process_group(backend="gloo")
+    # The group we start we also end: a gloo group still alive at interpreter exit can abort the
+    # process ("terminate called without an active exception") after training has succeeded.
+    atexit.register(shutdown_distributed)
     return True
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank, then destroy the process group (no-op when none is running)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
