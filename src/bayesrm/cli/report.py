@@ -1,4 +1,8 @@
-"""`bayesrm report`: rebuild the best-of-n plots and markdown report from a saved curves.json."""
+"""`bayesrm report`: best-of-n plots and report from a saved curves.json, or a comparison of RL runs.
+
+    bayesrm report --curves runs/bon/curves.json --out runs/bon/report
+    bayesrm report --rl map=runs/rl/map-s0,runs/rl/map-s1 up=runs/rl/up-s0,runs/rl/up-s1 --out runs/rl/compare
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,20 @@ from pathlib import Path
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("report", help="Plots and markdown report from best-of-n curves (curves.json).", description=__doc__)
-    p.add_argument("--curves", required=True, help="curves.json written by a best-of-n run (bayesrm.evaluation.report.save_curves).")
-    p.add_argument("--out", required=True, help="Output directory for bon.png, uncertainty.png, curves.json and report.md.")
+    p = sub.add_parser(
+        "report", help="Plots and markdown report from best-of-n curves or RL runs.", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--curves", help="curves.json written by a best-of-n run (bayesrm.evaluation.report.save_curves).")
+    source.add_argument(
+        "--rl", nargs="+", metavar="NAME=DIR[,DIR...]",
+        help="Compare RL runs: one method per item, its seeds' `bayesrm rl --out` directories comma-separated. "
+        "Writes rl_comparison.{png,md,json}.",
+    )
+    p.add_argument("--out", required=True, help="Output directory (best-of-n: bon.png, uncertainty.png, curves.json, report.md).")
+    p.add_argument("--window", type=int, default=5, help="RL: trailing moving-average window in steps (default 5).")
+    p.add_argument("--kl-bins", type=int, default=4, help="RL: number of equal-width KL bins of the equal-KL table (default 4).")
     p.add_argument("--methods", nargs="+", help="Only these methods, in this order (default: all, as saved).")
     p.add_argument("--baseline", help="Method to report paired gold gains against (e.g. mean).")
     p.add_argument("--settings", help="JSON file of settings to list in the report (e.g. the run's config).")
@@ -18,7 +33,28 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def parse_rl_runs(items: list[str]) -> dict[str, list[str]]:
+    """['map=a,b', 'up=c'] -> {'map': ['a', 'b'], 'up': ['c']}."""
+    runs: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, dirs = item.partition("=")
+        if not sep or not name or not dirs:
+            raise ValueError(f"--rl expects NAME=DIR[,DIR...], got {item!r}")
+        if name in runs:
+            raise ValueError(f"--rl: method {name!r} given twice")
+        runs[name] = [d for d in dirs.split(",") if d]
+    return runs
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.rl:
+        from bayesrm.alignment.rl.compare import write_comparison
+
+        if args.window < 1 or args.kl_bins < 1:
+            raise ValueError("--window and --kl-bins must be at least 1")
+        paths = write_comparison(parse_rl_runs(args.rl), args.out, window=args.window, n_bins=args.kl_bins)
+        print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
+        return 0
     from bayesrm.evaluation.report import load_curves, make_bon_report
 
     curves = load_curves(args.curves)

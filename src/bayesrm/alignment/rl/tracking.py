@@ -59,7 +59,7 @@ def plot_run(records: list[dict[str, Any]], out_dir: str | Path, kl_key: str = "
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
         for label, ys in series.items():
             ax = axes[1] if label == "gold" else axes[0]
-            pts = [(x, y) for x, y in zip(xs, ys) if _finite(x) and _finite(y)]
+            pts = [(x, y) for x, y in zip(xs, ys) if is_finite_number(x) and is_finite_number(y)]
             if pts:
                 ax.plot(*zip(*pts), marker="o", markersize=3, linewidth=0.8, alpha=0.8, label=label)
         axes[0].set_title("proxy")
@@ -75,5 +75,5 @@ def plot_run(records: list[dict[str, Any]], out_dir: str | Path, kl_key: str = "
     return paths
 
 
-def _finite(v: Any) -> bool:
+def is_finite_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
