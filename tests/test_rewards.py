@@ -156,6 +156,27 @@ def test_standardized_reward(pred):
         Standardizer.fit(torch.ones(4))
 
 
+def test_is_fitted_follows_every_stage_that_needs_a_reference(pred):
+    assert parse_reward("std:k=1").is_fitted() and parse_reward("up").is_fitted()
+    for spec in ("zscore|std:k=1", "log_sigmoid", "zscore|std:k=2|log_sigmoid"):
+        reward = parse_reward(spec)
+        assert not reward.is_fitted(), spec
+        assert reward.fit(pred, ["a", "b", "c"]).is_fitted(), spec
+    assert LogSigmoid(reference=0.0).is_fitted()
+
+
+def test_rl_scoring_fits_an_unfitted_reward_on_the_first_batch_only(pred):
+    from bayesrm.alignment.rl.reward_fn import apply_reward
+
+    reward = parse_reward("zscore|var:k=1")
+    first = apply_reward(reward, pred, ["a", "b", "c"])  # fitted here: loc 8/3, scale std([2, 2, 4])
+    s = float(torch.tensor([2.0, 2.0, 4.0]).std(unbiased=False))
+    torch.testing.assert_close(first, ((pred.mean - 8 / 3) / s - pred.var / s**2).float())
+    shifted = RewardPrediction.from_members(MEMBERS + 10.0)
+    second = apply_reward(reward, shifted, ["a", "b", "c"])  # same standardiser, not refitted
+    torch.testing.assert_close(second, first + 10.0 / s)
+
+
 @pytest.mark.parametrize(
     ("spec", "cls", "attrs"),
     [

@@ -48,6 +48,10 @@ class Reward(ABC):
             child.fit(pred, prompt_ids)
         return self
 
+    def is_fitted(self) -> bool:
+        """Whether every stage that needs reference statistics (``fit``) has them."""
+        return all(child.is_fitted() for child in self._children().values())
+
     def spec(self) -> str:
         """A readable, parseable description, e.g. ``std:k=2`` or ``std:k=2|log_sigmoid:q=0.85``."""
         params = [

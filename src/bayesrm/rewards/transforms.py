@@ -111,6 +111,9 @@ class LogSigmoid(Reward):
         self.reference = PromptReference(ids, self.base(pred, ids))
         return self
 
+    def is_fitted(self) -> bool:
+        return self.reference is not None and self.base.is_fitted()
+
     def levels(self, prompt_ids: PromptIds | None, like: torch.Tensor) -> torch.Tensor:
         """r_ref(x) [B] for the batch's prompts, on ``like``'s device and dtype."""
         ref = self.reference
@@ -221,6 +224,9 @@ class Standardized(Reward):
         self.standardizer = Standardizer.fit(pred)
         self.base.fit(self.standardizer(pred), prompt_ids)
         return self
+
+    def is_fitted(self) -> bool:
+        return self.standardizer is not None and self.base.is_fitted()
 
     def __call__(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> torch.Tensor:
         if self.standardizer is None:

@@ -8,6 +8,7 @@ rewards expose ``state_dict()`` / ``load_state_dict()``; that state is checkpoin
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -16,6 +17,7 @@ import torch
 from bayesrm.types import Prompt, RewardPrediction, RewardScorer
 
 Reward = Callable[[RewardPrediction], torch.Tensor]
+logger = logging.getLogger(__name__)
 
 
 def make_reward(spec: str, params: dict[str, Any] | None = None) -> Reward:
@@ -32,11 +34,21 @@ def prompt_key(prompt: Prompt) -> str:
 
 
 def apply_reward(reward: Reward, prediction: RewardPrediction, prompts: Sequence[Prompt]) -> torch.Tensor:
-    """reward(prediction) as float32 [B]; bayesrm rewards also get per-prompt ids (for log_sigmoid references)."""
+    """reward(prediction) as float32 [B]; bayesrm rewards also get per-prompt ids (for log_sigmoid references).
+
+    A bayesrm reward that needs reference statistics and has none (e.g. ``zscore|var:k=1``) is
+    fitted on this first batch. In RL that batch comes from the initial policy, which is the
+    reference policy (the LoRA update starts at zero), so the fit is on reference samples; the
+    fitted statistics are then part of the reward's checkpointed state.
+    """
     from bayesrm.rewards import Reward as BayesrmReward
 
     if isinstance(reward, BayesrmReward):
-        out = reward(prediction, [prompt_key(p) for p in prompts])
+        ids = [prompt_key(p) for p in prompts]
+        if not reward.is_fitted():
+            logger.info("fitting the reward's reference statistics (%s) on the first batch of %d responses", reward.spec(), len(ids))
+            reward.fit(prediction, ids)
+        out = reward(prediction, ids)
     else:
         out = reward(prediction)
     values = torch.as_tensor(out, dtype=torch.float32).reshape(-1)  # [B]
