@@ -18,6 +18,19 @@ def test_builtin_scenario_and_presets_load():
     assert base.bon_ns() == [1, 2, 4, 8, 16, 32]
 
 
+@pytest.mark.parametrize(("preset", "proxy", "kl_mode"), [
+    ("rl-small-map", "map", "penalty"), ("rl-small-up", "diverse", "loss"), ("rl-small-laplace", "laplace", "penalty"),
+])
+def test_rl_presets_resolve_to_the_comparison_runs(preset, proxy, kl_mode):
+    from bayesrm.alignment.rl import RLConfig, make_reward
+
+    cfg = RLConfig.from_yaml("sentiment", {"seed": 1}, preset=preset)
+    assert cfg.proxy.endswith(f"runs/demo/proxies/{proxy}/model") and cfg.kl_mode == kl_mode
+    assert cfg.algo == "rloo" and cfg.seed == 1 and cfg.steps == 40
+    reward = make_reward(cfg.reward, cfg.reward_params)
+    assert reward.spec().startswith("zscore|") and not reward.is_fitted()  # fitted on the first RL batch
+
+
 def test_scenario_errors_name_the_key(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text("name: x\nbon: {prompts: 2, n_sampels: 8}\n")
