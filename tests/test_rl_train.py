@@ -133,6 +133,11 @@ def test_resume_continues_identically(tokenizer, tmp_path):
                 for line in path.read_text().splitlines()]
 
     assert strip(tmp_path / "a" / "log.jsonl") == strip(tmp_path / "b" / "log.jsonl")
+    samples = strip(tmp_path / "a" / "samples.jsonl")
+    assert samples == strip(tmp_path / "b" / "samples.jsonl")  # the redone step's samples are not doubled
+    assert [r["step"] for r in samples] == [s for s in range(1, 5) for _ in range(4)]  # one per prompt (4 a step)
+    assert len({r["prompt"] for r in samples[:4]}) == 4
+    assert {"prompt", "response", "reward", "proxy", "sigma", "gold"} <= samples[0].keys()
 
 
 def test_resume_refuses_another_algorithm(tokenizer, tmp_path):

@@ -108,6 +108,9 @@ class RLConfig:
     """Batch size when scoring responses with the proxy and gold."""
     save_every: int = 10
     """Checkpoint every this many steps (and at the end); 0 saves only at the end."""
+    log_samples: int = 4
+    """Responses per step (the first sample of as many prompts) written to OUT/samples.jsonl with their rewards (prompt, response, reward,
+    proxy, sigma, gold), to read what the policy learned; 0 writes none."""
     plot: bool = True
     """Write PNG plots (gold and proxy against KL and against step) at each checkpoint."""
 

@@ -27,6 +27,7 @@ from bayesrm.types import Prompt, RewardScorer
 
 CHECKPOINT_DIR = "checkpoint"
 LOG_NAME = "log.jsonl"
+SAMPLES_NAME = "samples.jsonl"
 
 
 def build_policy(base_model: torch.nn.Module, cfg: RLConfig) -> PolicyWithValue:
@@ -82,6 +83,7 @@ class RLTrainer:
             [p for p in self.policy.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
         )
         self.log = JsonlLog(self.out_dir / LOG_NAME)
+        self.samples_log = JsonlLog(self.out_dir / SAMPLES_NAME)
         self.step = 0
         torch.manual_seed(cfg.seed + 1)  # sampler stream, independent of the init stream
 
@@ -125,6 +127,12 @@ class RLTrainer:
             **update_stats,
         }
         self.log.append(record)
+        for i in list(range(0, len(rollout.responses), cfg.samples_per_prompt))[: cfg.log_samples]:  # one per prompt
+            self.samples_log.append({
+                "step": self.step, "prompt": rollout.prompts[i], "response": rollout.responses[i],
+                "reward": scored.reward[i].item(), "proxy": scored.proxy.mean[i].item(), "sigma": scored.proxy.std[i].item(),
+                "gold": scored.gold[i].item() if scored.gold is not None else None,
+            })
         return record
 
     def train(self, steps: int | None = None, progress: bool = False) -> list[dict[str, Any]]:
@@ -164,6 +172,7 @@ class RLTrainer:
         load_reward_state(self.reward, reward_tensors, meta.get("reward_state", {}))
         self.step = int(meta["step"])
         self.log.truncate_after(self.step)
+        self.samples_log.truncate_after(self.step)
         return self.step
 
 
