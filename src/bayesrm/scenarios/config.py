@@ -125,7 +125,7 @@ class ScenarioConfig:
     """Gold judge: vader | textblob:polarity | textblob:subjectivity | rm:/path/to/saved/model."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     sampling: dict[str, Any] = field(default_factory=dict)
-    """SamplingConfig fields (max_new_tokens, temperature, top_p, top_k, batch_size, seed). The sampling seed is
+    """SamplingConfig fields (max_new_tokens, temperature, top_p, top_k, batch_size, seed, dtype). The sampling seed is
     separate from ``seed`` so that runs with several training seeds share one set of samples."""
     preferences: PreferenceConfig = field(default_factory=PreferenceConfig)
     model: dict[str, Any] = field(default_factory=dict)
