@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -136,14 +137,17 @@ def test_sampler_shapes_determinism_and_seeds(lm, tokenizer):
     assert c.sample(PROMPTS, 3, progress=False) != out[:4]
 
 
-def test_sampler_records_equal_direct_generation(lm, tokenizer):
-    cfg = SamplingConfig(max_new_tokens=30, batch_size=8, seed=1)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_sampler_records_equal_direct_generation(lm, tokenizer, dtype):
+    cfg = SamplingConfig(max_new_tokens=30, batch_size=8, seed=1, dtype=dtype)
     sampler = PolicySampler(lm, tokenizer, "tiny", cfg)
+    assert sampler.dtype == dtype and next(lm.parameters()).dtype == torch.float32  # the caller's model is not cast
+    reference = lm if dtype == "fp32" else copy.deepcopy(lm).to(torch.bfloat16)
     records = sampler.sample_records(PROMPTS, 4, progress=False)
     for prompt, row in zip(PROMPTS, records):
         ids = tokenizer(prompt)["input_ids"]
         seeds = [sample_seed(1, prompt, i) for i in range(4)]
-        gens = generate_rows(lm, [ids], [0] * 4, seeds, [tokenizer.eos_token_id], tokenizer.pad_token_id, 30)
+        gens = generate_rows(reference, [ids], [0] * 4, seeds, [tokenizer.eos_token_id], tokenizer.pad_token_id, 30)
         for rec, g in zip(row, gens):
             assert rec.num_tokens == len(g.token_ids) <= 30
             assert rec.finished == g.finished
