@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", dest="rl_steps", type=int, metavar="N", help="Override rl.steps (total steps of the run).")
     p.add_argument(
         "--set", dest="rl_set", nargs="+", default=[], metavar="KEY=VALUE",
-        help="Override any rl field, e.g. --set kl_mode=loss kl_coef=0.1 (values parsed as YAML).",
+        help="Override any rl field, e.g. --set kl_mode=seq_loss kl_coef=0.1 (values parsed as YAML).",
     )
     p.add_argument("--quiet", dest="rl_quiet", action="store_true", help="Do not print a line per step.")
     p.set_defaults(run=run)

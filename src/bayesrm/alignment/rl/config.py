@@ -9,7 +9,13 @@ from typing import Any
 from bayesrm.config import from_mapping, load_config
 
 ALGOS = ("ppo", "rloo")
-KL_MODES = ("penalty", "loss", "none")
+KL_MODES = ("penalty", "token_loss", "seq_loss", "none")
+PRESETS: dict[str, dict[str, Any]] = {
+    "rlhf": {"reward": "mean", "kl_mode": "penalty"},
+    "up-rlhf": {"reward": "up:beta2=1.0", "kl_mode": "seq_loss"},
+}
+"""Named pairings of reward and KL mechanism for :meth:`RLConfig.preset`: 'rlhf' is classic RLHF (the proxy
+mean with a per-token KL penalty); 'up-rlhf' is UP-RLHF as the paper writes it (eq. 14 reward, eq. 15 KL loss)."""
 
 
 @dataclass
@@ -28,9 +34,11 @@ class RLConfig:
     (bayesrm.evaluation.gold.make_judge); None logs no gold reward."""
     prompts: str | None = None
     """Prompt file (.txt one prompt a line, .jsonl / .json with a prompt field; relative to the config file) or chitchat:N (N real chat messages)."""
-    reward: str = "up:beta2=1.0"
-    """Conservative reward of the proxy's prediction, a bayesrm.rewards spec: mean | std | var | min | up,
-    with optional stages, e.g. 'std:k=2' or 'zscore|std:k=1'."""
+    reward: str = "mean"
+    """Reward of the proxy's prediction, a bayesrm.rewards spec: mean | std | var | min | up, with optional
+    stages ('std:k=2', 'zscore|std:k=1', 'std:k=1|log_sigmoid') and AND sums ('log_sigmoid + std:k=1|log_sigmoid',
+    one term per proxy when proxy is a list). The default is the unpenalised mean: pick an uncertainty penalty
+    explicitly, or start from RLConfig.preset('up-rlhf')."""
     reward_params: dict[str, Any] = field(default_factory=dict)
     """Extra parameters of the reward's last stage, e.g. {k: 2.0} with reward 'std', {beta2: 0.5} with 'up'."""
 
@@ -94,10 +102,13 @@ class RLConfig:
 
     # ---- KL to the reference (the base model with the adapter disabled) ----
     kl_mode: str = "penalty"
-    """penalty: -kl_coef (log pi - log pi_ref) per token in the reward (classic RLHF);
-    loss: kl_coef * E[(log pi - log pi_ref)^2] as a separate loss (UP-RLHF eq. 15); none."""
+    """penalty: -kl_coef (log pi - log pi_ref) on every token's reward (classic RLHF);
+    seq_loss: kl_coef * E_y[(sum_t log pi - log pi_ref)^2], a separate loss on the sequence log-ratio
+    (UP-RLHF eq. 15 as written); token_loss: kl_coef * E_t[(log pi - log pi_ref)^2], the same square
+    averaged over response tokens (a per-token variant, much smaller for long responses); none."""
     kl_coef: float = 0.05
-    """beta of the per-token penalty, or beta1 of the UP-RLHF KL loss."""
+    """beta of the per-token penalty, or beta1 of the KL loss (seq_loss squares a sum over tokens, so
+    the same beta1 weighs far more than with token_loss)."""
 
     # ---- bookkeeping ----
     seed: int = 0
@@ -116,6 +127,8 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         _check(self.algo in ALGOS, "algo", f"must be one of {ALGOS}, got {self.algo!r}")
+        _check(self.kl_mode != "loss", "kl_mode", "'loss' was split in two: 'seq_loss' (UP-RLHF eq. 15 as written, "
+               "on the sequence log-ratio) or 'token_loss' (the per-token mean that 'loss' used to be)")
         _check(self.kl_mode in KL_MODES, "kl_mode", f"must be one of {KL_MODES}, got {self.kl_mode!r}")
         for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "minibatch_size", "update_epochs"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
@@ -129,6 +142,13 @@ class RLConfig:
     def batch_size(self) -> int:
         """Sequences per rollout batch."""
         return self.prompts_per_step * self.samples_per_prompt
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "RLConfig":
+        """An RLConfig with a named reward / KL pairing (PRESETS) and any other fields overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown RL preset {name!r}; presets: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
