@@ -27,8 +27,9 @@ class RLConfig:
     """ppo (clipped PPO with a value head and GAE) | rloo (leave-one-out baseline, no value head)."""
     policy: str = "smollm2"
     """Policy: the embedded alias 'smollm2' (SmolLM2-135M-Instruct) or a local causal-LM directory."""
-    proxy: str | None = None
-    """Directory of a saved reward model / ensemble / posterior (loaded with bayesrm.load_scorer)."""
+    proxy: str | list[str] | None = None
+    """Directory of a saved reward model / ensemble / posterior (loaded with bayesrm.load_scorer); a list of
+    them scores the terms of an AND sum reward ('A + B'), one proxy per term."""
     gold: str | None = None
     """Gold judge spec for logging only, scored on the same responses: 'vader', 'textblob', 'rm:<dir>'
     (bayesrm.evaluation.gold.make_judge); None logs no gold reward."""
@@ -59,6 +60,9 @@ class RLConfig:
     """Top-k sampling (0 = off). Non-default top-k/top-p makes the sampler differ from pi: keep off for exact PPO."""
     top_p: float = 1.0
     """Nucleus sampling threshold (1.0 = off)."""
+    reference_samples: int = 4
+    """Reference-policy samples drawn once per prompt for per-prompt levels r_ref(x) (rewards with a
+    log_sigmoid stage; other rewards draw none). Levels are q-quantiles over these samples."""
     chat_template: bool = True
     """Render prompts with the policy tokenizer's chat template (when it has one)."""
 
@@ -130,7 +134,8 @@ class RLConfig:
         _check(self.kl_mode != "loss", "kl_mode", "'loss' was split in two: 'seq_loss' (UP-RLHF eq. 15 as written, "
                "on the sequence log-ratio) or 'token_loss' (the per-token mean that 'loss' used to be)")
         _check(self.kl_mode in KL_MODES, "kl_mode", f"must be one of {KL_MODES}, got {self.kl_mode!r}")
-        for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "minibatch_size", "update_epochs"):
+        for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "minibatch_size", "update_epochs",
+                     "reference_samples"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _check(self.algo != "rloo" or self.samples_per_prompt >= 2, "samples_per_prompt", "RLOO needs at least 2")
         _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
@@ -198,12 +203,18 @@ class RLConfig:
             raise ValueError(f"{path}: no 'rl:' section")
         data = dict(doc["rl"] or {})
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        for key in ("proxy", "prompts", "policy"):
-            value = data.get(key)
+        def near_file(value: Any) -> Any:  # a path next to the config file (a Hub id or an alias such as 'smollm2' stays as is)
             if isinstance(value, str) and not Path(value).is_absolute() and (
                 value.startswith(("./", "../")) or (path.parent / value).exists()
-            ):  # a path next to the config file (a Hub id or an alias such as 'smollm2' stays as is)
-                data[key] = str((path.parent / value).resolve())
+            ):
+                return str((path.parent / value).resolve())
+            return value
+
+        for key in ("proxy", "prompts", "policy"):
+            if key not in data:
+                continue
+            value = data[key]
+            data[key] = [near_file(v) for v in value] if isinstance(value, list) else near_file(value)
         return cls.from_dict(data, source=f"{path}: rl")
 
 
