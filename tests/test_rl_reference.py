@@ -99,3 +99,30 @@ def test_log_sigmoid_without_reference_samples_is_refused_clearly():
         apply_reward(make_reward("mean + mean + mean"), [WordScorer().score(["a"], ["x"])] * 2, ["a"])
     with pytest.raises(ValueError, match="reference_samples"):
         RLConfig(reference_samples=0)
+
+
+def test_trl_adapter_draws_reference_levels_per_new_prompt_and_restores_them(tokenizer, tmp_path):
+    from bayesrm.alignment.rl import trl_reward_func
+
+    state = tmp_path / "reference_state.json"
+    sampler = reference_sampler(tiny_lm(tokenizer), tokenizer, max_new_tokens=8, seed=0, disable_adapter=False)
+    calls = []
+
+    def counting(prompts, n):
+        calls.append(list(prompts))
+        return sampler(prompts, n)
+
+    func = trl_reward_func(WordScorer(), SPEC, reference=ReferenceLevels(counting, WordScorer(), 3, state_path=state))
+    want, _ = expected_levels(tokenizer)
+    first = func(prompts=list(PROMPTS[:2]) * 2, completions=["good", "bad", "good good", "x"])
+    func(prompts=list(PROMPTS[1:4]), completions=["good"] * 3)
+    assert calls == [list(PROMPTS[:2]), list(PROMPTS[2:4])]  # each prompt sampled once
+    reward = make_reward(SPEC)
+    reward.load_state_dict(__import__("json").loads(state.read_text())["state"])  # what was saved
+    assert reward.reference.quantile(0.75) == pytest.approx({p: want[p] for p in PROMPTS[:4]}, abs=1e-6)
+
+    def refuse(prompts, n):
+        raise AssertionError(f"resampled {prompts}")
+
+    resumed = trl_reward_func(WordScorer(), SPEC, reference=ReferenceLevels(refuse, WordScorer(), 3, state_path=state))
+    assert resumed(prompts=list(PROMPTS[:2]) * 2, completions=["good", "bad", "good good", "x"]) == pytest.approx(first, abs=1e-6)

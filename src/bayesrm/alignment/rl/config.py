@@ -126,6 +126,11 @@ class RLConfig:
     log_samples: int = 4
     """Responses per step (the first sample of as many prompts) written to OUT/samples.jsonl with their rewards (prompt, response, reward,
     proxy, sigma, gold), to read what the policy learned; 0 writes none."""
+    monitor: dict[str, Any] = field(default_factory=dict)
+    """Thresholds of the reward-hacking monitor that differ from MonitorConfig's defaults (alignment/rl/monitor.py),
+    e.g. {sigma_ratio: 1.5, patience: 5}. Its signals and alarm are logged every step (monitor_* keys)."""
+    monitor_stop: bool = False
+    """Stop the run (after a checkpoint) at the step the monitor's alarm fires."""
     plot: bool = True
     """Write PNG plots (gold and proxy against KL and against step) at each checkpoint."""
 
@@ -142,6 +147,7 @@ class RLConfig:
         _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         _check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
         _check(isinstance(self.reward_params, dict), "reward_params", "must be a mapping")
+        _check(isinstance(self.monitor, dict), "monitor", "must be a mapping of MonitorConfig fields")
 
     @property
     def batch_size(self) -> int:

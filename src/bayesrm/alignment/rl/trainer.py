@@ -16,6 +16,7 @@ from peft import LoraConfig, get_peft_model
 
 from bayesrm.alignment.rl import losses as L
 from bayesrm.alignment.rl.config import RLConfig
+from bayesrm.alignment.rl.monitor import HackingMonitor, MonitorConfig, disagreement
 from bayesrm.alignment.rl.ppo import policy_update, ppo_advantages
 from bayesrm.alignment.rl.reference import ReferenceLevels, reference_sampler, sampled_levels
 from bayesrm.alignment.rl.reward_fn import Reward, load_reward_state, reward_state, score_batch
@@ -97,6 +98,10 @@ class RLTrainer:
             self.reference = ReferenceLevels(
                 sampler, proxy, cfg.reference_samples, cfg.score_batch_size, log_path=self.out_dir / REFERENCE_NAME
             )
+        try:
+            self.monitor = HackingMonitor(MonitorConfig(**cfg.monitor))
+        except TypeError as err:
+            raise ValueError(f"monitor: {err}") from err
         self.step = 0
         torch.manual_seed(cfg.seed + 1)  # sampler stream, independent of the init stream
 
@@ -132,6 +137,7 @@ class RLTrainer:
             "reward": scored.reward.mean().item(),
             "proxy": scored.proxy.mean.mean().item(),
             "uncertainty": scored.proxy.std.mean().item(),
+            "disagreement": disagreement(scored.proxy),
             "gold": scored.gold.mean().item() if scored.gold is not None else None,
             "kl_k1": L.kl_k1(rollout.logprobs, rollout.ref_logprobs, mask).mean().item(),
             "kl_k3": L.kl_k3(rollout.logprobs, rollout.ref_logprobs, mask).mean().item(),
@@ -146,6 +152,7 @@ class RLTrainer:
             record.update(reference_new_prompts=new_prompts, time_reference_s=t_ref)
         for j, pred in enumerate(scored.proxies[1:], 1):  # the other proxies of an AND sum
             record[f"proxy_{j}"], record[f"uncertainty_{j}"] = pred.mean.mean().item(), pred.std.mean().item()
+        record.update(self.monitor.update(record))
         self.log.append(record)
         for i in list(range(0, len(rollout.responses), cfg.samples_per_prompt))[: cfg.log_samples]:  # one per prompt
             self.samples_log.append({
@@ -166,6 +173,10 @@ class RLTrainer:
                 print(_format(record), flush=True)
             if self.cfg.save_every and self.step % self.cfg.save_every == 0:
                 self.save()
+            if self.cfg.monitor_stop and record["monitor_alarm"]:
+                if progress:
+                    print(f"reward-hacking monitor: alarm at step {self.step} ({record['monitor_signals']}); stopping", flush=True)
+                break
         if not (self.cfg.save_every and self.step % self.cfg.save_every == 0):
             self.save()
         return records
@@ -192,6 +203,8 @@ class RLTrainer:
         load_reward_state(self.reward, reward_tensors, meta.get("reward_state", {}))
         self.step = int(meta["step"])
         self.log.truncate_after(self.step)
+        for record in self.log.read():  # the monitor's state is a function of the log: replay it
+            self.monitor.update(record)
         self.samples_log.truncate_after(self.step)
         if self.reference is not None and self.reference.log is not None:
             self.reference.log.truncate_after(self.step)
