@@ -1,10 +1,10 @@
-"""Comparison of RL runs (bayesrm.alignment.rl.compare and `bayesrm report --rl`) on hand-made logs."""
+"""Comparison of RL runs (bayesrm.evaluation.rl_compare and `bayesrm report --rl`) on hand-made logs."""
 
 import json
 
 import pytest
 
-from bayesrm.alignment.rl.compare import kl_bins, load_runs, moving_average, summarise, write_comparison
+from bayesrm.evaluation.rl_compare import kl_bins, load_runs, moving_average, summarise, write_comparison
 from bayesrm.cli.main import main
 
 

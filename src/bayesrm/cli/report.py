@@ -49,7 +49,7 @@ def parse_rl_runs(items: list[str]) -> dict[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     if args.rl:
-        from bayesrm.alignment.rl.compare import write_comparison
+        from bayesrm.evaluation.rl_compare import write_comparison
 
         if args.window < 1 or args.kl_bins < 1:
             raise ValueError("--window and --kl-bins must be at least 1")

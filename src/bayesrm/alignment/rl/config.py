@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bayesrm.config import from_mapping, load_config
 
 ALGOS = ("ppo", "rloo")
 KL_MODES = ("penalty", "token_loss", "seq_loss", "none")
@@ -167,69 +167,37 @@ class RLConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "rl") -> "RLConfig":
         """Build from a mapping; unknown or mistyped fields raise ValueError naming ``source`` and the field."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping of RL settings, got {type(data).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
-        defaults = cls()
-        for name, value in data.items():
-            default = getattr(defaults, name)
-            if default is not None and value is not None and not _same_kind(default, value):
-                raise ValueError(
-                    f"{source}.{name}: expected {type(default).__name__}, got {type(value).__name__} ({value!r})"
-                )
-        try:
-            return cls(**{k: (float(v) if isinstance(getattr(defaults, k), float) and isinstance(v, int) else v) for k, v in data.items()})
-        except ValueError as err:
-            raise ValueError(f"{source}.{err}") from err
+        return from_mapping(cls, data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None) -> "RLConfig":
-        """Read the ``rl:`` section of a scenario YAML file (or a built-in scenario name such as
-        'sentiment'), after merging a preset; paths in it are made relative to the file."""
-        from bayesrm.scenarios.config import deep_merge, scenario_path
-
-        path = scenario_path(str(path))
-        try:
-            doc = yaml.safe_load(path.read_text())
-        except FileNotFoundError as err:
-            raise ValueError(f"{path}: no such config file") from err
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ValueError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from err
-        if isinstance(doc, dict) and preset is not None:
-            presets = doc.pop("presets", None) or {}
-            if preset not in presets:
-                raise ValueError(f"{path}: no preset {preset!r}; presets: {sorted(presets)}")
-            doc = deep_merge(doc, presets[preset])
-        if not isinstance(doc, dict) or "rl" not in doc:
+        """Read the ``rl:`` section of a scenario YAML file after merging a preset; paths in it are
+        made relative to the file. (Built-in scenario names: ``bayesrm.scenarios.load_scenario``.)"""
+        path = Path(path)
+        doc = load_config(path, preset, what="scenario")
+        if "rl" not in doc:
             raise ValueError(f"{path}: no 'rl:' section")
         data = dict(doc["rl"] or {})
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        def near_file(value: Any) -> Any:  # a path next to the config file (a Hub id or an alias such as 'smollm2' stays as is)
+        return cls.from_dict(data, source=f"{path}: rl").with_paths_relative_to(path.parent)
+
+    def with_paths_relative_to(self, base: Path) -> "RLConfig":
+        """proxy / prompts / policy written as paths next to the config file, made absolute
+        (a Hub id, 'chitchat:N' or an alias such as 'smollm2' stays as is)."""
+        changes = {}
+        def near(value: Any) -> Any:
             if isinstance(value, str) and not Path(value).is_absolute() and (
-                value.startswith(("./", "../")) or (path.parent / value).exists()
+                value.startswith(("./", "../")) or (base / value).exists()
             ):
-                return str((path.parent / value).resolve())
+                return str((base / value).resolve())
             return value
 
         for key in ("proxy", "prompts", "policy"):
-            if key not in data:
-                continue
-            value = data[key]
-            data[key] = [near_file(v) for v in value] if isinstance(value, list) else near_file(value)
-        return cls.from_dict(data, source=f"{path}: rl")
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
+            value = getattr(self, key)
+            new = [near(v) for v in value] if isinstance(value, list) else near(value)
+            if new != value:
+                changes[key] = new
+        return replace(self, **changes) if changes else self
 
 
 def _check(ok: bool, name: str, message: str) -> None:

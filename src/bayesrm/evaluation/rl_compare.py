@@ -141,9 +141,9 @@ def plot_comparison(
     all_runs: Mapping[str, list[list[dict[str, Any]]]], path: str | Path, window: int = 5, kl_key: str = KL_KEY
 ) -> Path:
     """Three panels: smoothed gold vs KL, proxy vs KL, and KL vs step; one colour per method, one line per seed."""
-    from bayesrm.evaluation.plots import PALETTE, _figure
+    from bayesrm.evaluation.plots import PALETTE, figure
 
-    fig, (ax_gold, ax_proxy, ax_kl) = _figure(3, width=4.6)
+    fig, (ax_gold, ax_proxy, ax_kl) = figure(3, width=4.6)
     styles = ["-", "--", ":", "-."]
     for i, (method, runs) in enumerate(all_runs.items()):
         color = PALETTE[i % len(PALETTE)]
