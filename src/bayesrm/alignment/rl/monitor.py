@@ -230,3 +230,27 @@ class HackingMonitorCallback(_callback_base()):  # type: ignore[misc]
         if self.early_stop and out["monitor_alarm"]:
             control.should_training_stop = True
         return control
+
+
+def evaluate_monitor(records: Sequence[Mapping[str, Any]], config: MonitorConfig | None = None) -> dict[str, Any]:
+    """Score the monitor on one finished log with a gold reward, in hindsight.
+
+    The run *over-optimised* if, over the whole run, its smoothed gold ended ``gold_drop`` noise SDs
+    below its best while the smoothed proxy ended at least where it was at that best (the divergence
+    rule applied to the complete log). ``lead_steps`` = gold-peak step - alarm step (> 0: the alarm
+    came first). Reported twice: with the gold signal, and label-free (gold hidden from the monitor).
+    """
+    config = config or MonitorConfig()
+    hindsight = HackingMonitor(MonitorConfig(**{**asdict(config), "warmup": 1}))
+    for r in records:
+        hindsight.update(r)
+    drop = hindsight._gold_drop()
+    over = bool(drop is not None and hindsight._diverging(drop))
+    peak = int(records[hindsight._best_at]["step"]) if drop is not None else None
+    out: dict[str, Any] = {"steps": len(records), "over_optimised": over, "gold_peak_step": peak,
+                           "final_gold_drop_sd": drop}
+    for name, recs in (("with_gold", records), ("label_free", [{k: v for k, v in r.items() if k != "gold"} for r in records])):
+        fired = run_monitor(recs, config)[-1]["monitor_fired_at"]
+        out[f"alarm_{name}"] = fired
+        out[f"lead_{name}"] = None if fired is None or peak is None else peak - fired
+    return out
