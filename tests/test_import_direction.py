@@ -19,11 +19,11 @@ LAYERS: dict[str, int] = {
     "rewards": 5,
     "generation": 6,
     "alignment": 7,
-    "integrations": 8,
     "evaluation": 9,
     "scenarios": 10,
     "serve": 11,
-    "cli": 12,
+    "integrations": 12,  # clients of the reward server (and in-process scoring)
+    "cli": 13,
 }
 """A module may import from its own part or from a part with a lower number, never from a higher one
 (the order of docs/ARCHITECTURE.md: data -> models / uncertainty -> rewards -> alignment -> evaluation,

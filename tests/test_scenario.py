@@ -19,7 +19,7 @@ def test_builtin_scenario_and_presets_load():
 
 
 @pytest.mark.parametrize(("preset", "proxy", "kl_mode"), [
-    ("rl-small-map", "map", "penalty"), ("rl-small-up", "diverse", "loss"), ("rl-small-laplace", "laplace", "penalty"),
+    ("rl-small-map", "map", "penalty"), ("rl-small-up", "diverse", "token_loss"), ("rl-small-laplace", "laplace", "penalty"),
 ])
 def test_rl_presets_resolve_to_the_comparison_runs(preset, proxy, kl_mode):
     from bayesrm.alignment.rl import make_reward

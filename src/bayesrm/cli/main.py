@@ -11,7 +11,7 @@ import warnings
 
 from bayesrm import __version__
 
-SUBCOMMANDS = ["train", "laplace", "score", "eval", "bon", "report", "rl", "demo"]
+SUBCOMMANDS = ["train", "laplace", "score", "eval", "bon", "report", "rl", "serve", "demo"]
 """Modules under bayesrm.cli, in the order --help lists them."""
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
@@ -50,16 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     if "--debug" not in (sys.argv[1:] if argv is None else argv):
         quiet_warnings()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from bayesrm.cli.options import apply_option_file
+    from bayesrm.cli.options import apply_config
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(apply_option_file(parser, args).run(args) or 0)
+        return int(apply_config(parser, args).run(args) or 0)
     except USER_ERRORS as err:
         if args.show_traceback:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        message = err
+        if isinstance(err, KeyError) and err.args:  # KeyError('model') reads 'missing key 'model''
+            key = err.args[0]
+            message = key if isinstance(key, str) and " " in key else f"missing key {key!r}"
         print(f"bayesrm {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

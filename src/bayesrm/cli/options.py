@@ -26,7 +26,7 @@ import typing
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
-from bayesrm.config import ConfigError, field_types, from_mapping, load_config, suggest
+from bayesrm.config import ConfigError, convert, field_types, from_mapping, load_config, suggest
 
 
 @lru_cache(maxsize=None)
@@ -79,6 +79,9 @@ def parse_bool(text: str) -> bool:
     if text.lower() in {"0", "false", "no", "off"}:
         return False
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+_parse_bool = parse_bool  # the name fuzz tests use
 
 
 def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -189,23 +192,19 @@ def nested_overrides(args: argparse.Namespace, prefixes: Iterable[str] = ()) -> 
     return out
 
 
-def command_parser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
-    for action in parser._actions:  # argparse keeps subparsers here; there is no public accessor
-        if isinstance(action, argparse._SubParsersAction):
-            return action.choices.get(command)
-    return None
+def option_types(sub: dict[str, argparse.Action], classes: Iterable[type]) -> dict[str, Any]:
+    """Every option a file may set for a command, with its field type (None: a plain flag, converted as the flag would)."""
+    types_: dict[str, Any] = {dest: None for dest in sub if dest not in ("help", "config", "preset", argparse.SUPPRESS)}
+    for cls in classes:
+        for name, tp in field_types(cls).items():
+            if types_.get(name) is None:
+                types_[name] = tp
+    return types_
 
 
-def option_names(sub: argparse.ArgumentParser) -> set[str]:
-    """Every option a file may set for this command: its flags' dests and all fields of its option classes."""
-    names = {a.dest for a in sub._actions if a.dest not in ("help", "config", "preset", argparse.SUPPRESS)}
-    for cls in sub.get_default("option_classes") or ():
-        names |= set(field_types(cls))
-    return names
-
-
-def read_option_file(path: str, preset: str | None, known: set[str]) -> dict[str, Any]:
+def read_option_file(path: str, preset: str | None, known: Iterable[str]) -> dict[str, Any]:
     """Flat option values from a YAML option file, keys normalised to field names and checked."""
+    known = set(known)
     values = {}
     for key, value in load_config(path, preset, what="option").items():
         name = str(key).replace("-", "_")
@@ -218,20 +217,29 @@ def read_option_file(path: str, preset: str | None, known: set[str]) -> dict[str
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse argv, then :func:`apply_option_file`."""
-    return apply_option_file(parser, parser.parse_args(argv))
+    """Parse argv, then :func:`apply_config`."""
+    return apply_config(parser, parser.parse_args(argv))
 
 
-def apply_option_file(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Values from an option file (``--config``, see the module doc) fill in what the command line
-    left unset. Scenario commands (bon, demo, rl) read their file themselves."""
+    left unset, each checked against its field's type (a plain flag's value is converted as the flag
+    would convert it); errors name the file and the option. Scenario commands (bon, demo, rl) read
+    their file themselves."""
     config_path = getattr(args, "config", None)
-    if config_path and getattr(args, "config_holds_options", False):
-        sub = command_parser(parser, args.command) if hasattr(args, "command") else None
-        known = option_names(sub) if sub is not None else set(vars(args))
-        for key, value in read_option_file(config_path, getattr(args, "preset", None), known).items():
-            if not given(args, key):
-                setattr(args, key, value)
+    if not (config_path and getattr(args, "config_holds_options", False)):
+        return args
+    actions = _subcommand_actions(parser, getattr(args, "command", None))
+    types_ = option_types(actions, getattr(args, "option_classes", None) or ())
+    for key, value in read_option_file(config_path, getattr(args, "preset", None), types_).items():
+        if given(args, key):
+            continue
+        where = f"{config_path}: {key}"
+        if types_[key] is not None:
+            value = convert(types_[key], value, where)
+        elif key in actions:
+            value = _coerce(actions[key], value, where)
+        setattr(args, key, value)
     return args
 
 
@@ -241,3 +249,53 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
                         "may hold presets: {name: {option: value}}.")
     parser.add_argument("--preset", default=None, help="A preset of the --config file.")
     parser.set_defaults(config_holds_options=True)
+
+
+def _subcommand_actions(parser: argparse.ArgumentParser, command: str | None) -> dict[str, argparse.Action]:
+    """dest -> action of the subcommand's parser (or of ``parser`` itself when it has no subcommands)."""
+    target = parser
+    for action in parser._actions:  # argparse keeps subparsers only here
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            target = action.choices[command]
+    return {a.dest: a for a in target._actions}
+
+
+def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
+    if action.nargs in ("+", "*") and value is not None:
+        items = value if isinstance(value, list) else [value]
+        if any(v is None or isinstance(v, (dict, list)) for v in items):
+            raise ValueError(f"{where}: expected a list of single values, got {value!r}")
+        return [_coerce_one(action.type or str, v, where) for v in items]
+    return _coerce_one(action.type, value, where)
+
+
+def _coerce_one(kind: Any, value: Any, where: str) -> Any:
+    if kind is None or value is None:
+        return value
+    if kind is _parse_bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return _parse_bool(value)
+            except argparse.ArgumentTypeError as err:
+                raise ValueError(f"{where}: {err}") from None
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if kind in (int, float):
+        ok = isinstance(value, (int, str)) or (kind is float and isinstance(value, float))
+        if isinstance(value, bool) or not ok:
+            raise ValueError(f"{where}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}")
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
+    if kind is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{where}: expected a single value, got {type(value).__name__}")
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{where}: expected a single value, got {value!r}")
+    try:
+        return kind(str(value))
+    except (argparse.ArgumentTypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None

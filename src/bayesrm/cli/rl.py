@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         model,
         tokenizer,
-        proxy=load_scorer(cfg.proxy),
+        proxy=[load_scorer(p) for p in cfg.proxy] if isinstance(cfg.proxy, list) else load_scorer(cfg.proxy),
         reward=make_reward(cfg.reward, cfg.reward_params),
         prompts=prompt_source(cfg.prompts, seed=cfg.seed),
         out_dir=args.rl_out,
