@@ -108,7 +108,8 @@ def test_corrupted_bytes(encoders, records, seed, suffix, skip):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"data{suffix}"
         if suffix == ".parquet":
-            _write_parquet(path, [{"prompt": "p", "chosen": "good", "rejected": "bad"}] * 3)
+            _write_parquet(path, [{"prompt": f"p{i}", "chosen": "good " * i, "rejected": "bad"} for i in range(20)],
+                           compression=("none", "snappy")[seed % 2])
             raw = path.read_bytes()
         else:
             raw = "\n".join(json.dumps(r) for r in records).encode() if "jsonl" in suffix else json.dumps(records).encode()
@@ -163,12 +164,12 @@ def _schema(kinds):
     return pa.schema([(n, types[COLUMN_KINDS[k][1]]) for n, k in kinds.items()])
 
 
-def _write_parquet(path: Path, rows, kinds=None):
+def _write_parquet(path: Path, rows, kinds=None, compression="snappy"):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     kinds = kinds or {k: "string" for k in rows[0]}
-    pq.write_table(pa.Table.from_pylist(rows, schema=_schema(kinds)), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=_schema(kinds)), path, compression=compression)
 
 
 @fuzz(25)
