@@ -289,3 +289,13 @@ def test_scoring_output_is_written_whole(tmp_path, saved_model):
     assert main(["score", "--model", str(saved_model), "--input", str(records), "--output", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 2] and not list(tmp_path.glob(".out.jsonl.*"))
+
+
+def test_scoring_a_lone_surrogate_through_the_library_is_a_value_error(tiny_bert_dir):
+    """Loaders refuse such text; the library API (model.score) says what is wrong instead of a TypeError."""
+    from bayesrm.models.reward_model import RewardModel, RewardModelConfig
+
+    model = RewardModel.from_config(RewardModelConfig(backbone=str(tiny_bert_dir), lora_r=2, max_length=24), seed=0)
+    with pytest.raises(ValueError, match=r"lone surrogate '\\ud800' at character 2"):
+        model.score(["hi"], ["ok\ud800"])
+    assert model.score(["hi"], ["ok"]).mean.shape == (1,)
