@@ -243,7 +243,7 @@ def test_valid_records_round_trip(encoders, prompt, chosen, rejected):
         path = Path(tmp) / "d.jsonl"
         path.write_text(json.dumps(record) + "\n", encoding="utf-8")
         result = check_load(path, 1, encoders, format="standard", skip=True)
-    valid = prompt.strip() and chosen != rejected and all(0xD800 > ord(c) or ord(c) > 0xDFFF for c in prompt)
+    valid = prompt.strip() and chosen.strip() and rejected.strip() and chosen != rejected and all(0xD800 > ord(c) or ord(c) > 0xDFFF for c in prompt)
     assert (result is not None and len(result.pairs) == 1) == bool(valid)
     if valid:
         pair = result.pairs[0]
