@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -136,14 +137,17 @@ def test_sampler_shapes_determinism_and_seeds(lm, tokenizer):
     assert c.sample(PROMPTS, 3, progress=False) != out[:4]
 
 
-def test_sampler_records_equal_direct_generation(lm, tokenizer):
-    cfg = SamplingConfig(max_new_tokens=30, batch_size=8, seed=1)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_sampler_records_equal_direct_generation(lm, tokenizer, dtype):
+    cfg = SamplingConfig(max_new_tokens=30, batch_size=8, seed=1, dtype=dtype)
     sampler = PolicySampler(lm, tokenizer, "tiny", cfg)
+    assert sampler.dtype == dtype and next(lm.parameters()).dtype == torch.float32  # the caller's model is not cast
+    reference = lm if dtype == "fp32" else copy.deepcopy(lm).to(torch.bfloat16)
     records = sampler.sample_records(PROMPTS, 4, progress=False)
     for prompt, row in zip(PROMPTS, records):
         ids = tokenizer(prompt)["input_ids"]
         seeds = [sample_seed(1, prompt, i) for i in range(4)]
-        gens = generate_rows(lm, [ids], [0] * 4, seeds, [tokenizer.eos_token_id], tokenizer.pad_token_id, 30)
+        gens = generate_rows(reference, [ids], [0] * 4, seeds, [tokenizer.eos_token_id], tokenizer.pad_token_id, 30)
         for rec, g in zip(row, gens):
             assert rec.num_tokens == len(g.token_ids) <= 30
             assert rec.finished == g.finished
@@ -272,3 +276,21 @@ def test_cache_keeps_texts_with_unicode_line_separators(tmp_path):
     cache.add([(("p", i), Sample(text=t, num_tokens=3, finished=True)) for i, t in enumerate(texts)])
     reloaded = SampleCache(tmp_path / "c.jsonl")
     assert [reloaded[("p", i)].text for i in range(3)] == texts
+
+
+def test_two_level_cdf_matches_the_float64_cdf_on_a_large_peaked_vocabulary():
+    """The fast unfiltered path (block sums, then one block) draws the token the full float64 CDF
+    draws, including across block edges, with a vocabulary that is not a multiple of the block."""
+    from bayesrm.generation.decoding import _sample_filtered, sample_with_logprobs
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 1000) * 8  # most tokens underflow to probability ~0
+    n = 3000
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    wide = logits.expand(n, -1)
+    for temperature in (1.0, 1.7):
+        tokens, logprobs = sample_with_logprobs(wide, u, temperature)
+        assert torch.equal(tokens, _sample_filtered(wide, u, temperature, 0, 1.0))
+        ref = torch.log_softmax(logits[0].double() / temperature, -1)[tokens]
+        assert torch.allclose(logprobs.double(), ref, atol=1e-5)
+        assert len(set((tokens // 256).tolist())) > 1  # the draws span several blocks

@@ -10,7 +10,7 @@ import sys
 
 from bayesrm import __version__
 
-SUBCOMMANDS = ["train", "laplace", "score", "eval", "bon", "report", "rl", "demo"]
+SUBCOMMANDS = ["train", "laplace", "score", "eval", "bon", "report", "rl", "serve", "demo"]
 """Modules under bayesrm.cli, in the order --help lists them."""
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
