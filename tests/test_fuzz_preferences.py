@@ -38,10 +38,11 @@ def encoders():
 
 
 def check_load(path: Path, n_records: int, encoders, *, format: str = "auto", columns=None, skip: bool = False,
-               whole_file_json: bool = False):
+               whole_file_json: bool = False, allow_empty: bool = False):
     """Load and check the outcome is one of the three allowed ones; returns the LoadResult or None."""
     try:
-        result = load_preferences(path, format=format, columns=columns, skip_invalid=skip)
+        result = load_preferences(path, format=format, columns=columns, skip_invalid=skip,
+                                  allow_empty_responses=allow_empty)
     except DataError as err:
         assert_user_error(err, path)
         assert err.file == str(path)
@@ -80,12 +81,13 @@ def check_load(path: Path, n_records: int, encoders, *, format: str = "auto", co
 @fuzz(70)
 @given(records=st.lists(preference_record(), max_size=6), data=st.data(),
        suffix=st.sampled_from([".jsonl", ".jsonl", ".ndjson", ".jsonl.gz"]),
-       format=st.sampled_from(["auto", "auto", "standard", "hh"]), columns=column_maps, skip=st.booleans())
-def test_jsonl_files(encoders, records, data, suffix, format, columns, skip):
+       format=st.sampled_from(["auto", "auto", "standard", "hh"]), columns=column_maps, skip=st.booleans(),
+       allow_empty=st.booleans())
+def test_jsonl_files(encoders, records, data, suffix, format, columns, skip, allow_empty):
     raw, n_lines = data.draw(jsonl_bytes(records))
     with tempfile.TemporaryDirectory() as tmp:
         path = write_records(Path(tmp) / f"data{suffix}", raw)
-        check_load(path, n_lines, encoders, format=format, columns=columns, skip=skip)
+        check_load(path, n_lines, encoders, format=format, columns=columns, skip=skip, allow_empty=allow_empty)
 
 
 @fuzz(30)
