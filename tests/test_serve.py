@@ -169,3 +169,15 @@ def test_reference_endpoint_sets_log_sigmoid_levels(scorer):
     new_base = (new.mean.double() - loc) / scale - new.std.double() / scale
     expected = torch.nn.functional.logsigmoid(new_base - torch.tensor(levels, dtype=torch.float64))
     assert out["reward"] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_odd_but_valid_texts_are_scored(scorer):
+    """Empty, control, emoji, zero-width and over-long texts pass validation and the real tokenizer alike."""
+    prompts = ["", "\x00", [{"role": "system", "content": ""}, {"role": "user", "content": "🙂" * 10}]]
+    responses = ["", "\u200b\u0301", "good " * 400]
+    with serving(make_app(scorer, reward="std:k=1", max_text_chars=5000)) as url:
+        answer = httpx.post(url + "/score", json={"prompts": prompts, "responses": responses})
+        assert answer.status_code == 200, answer.text
+        assert httpx.get(url + "/health").json()["batching"]["items"] == 3
+    direct = scorer.score(prompts, responses)
+    assert answer.json()["mean"] == pytest.approx(direct.mean.tolist(), abs=1e-5)
