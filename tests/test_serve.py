@@ -98,8 +98,9 @@ def test_concurrent_requests_share_one_forward(scorer):
         barrier, answers = threading.Barrier(8), [None] * 8
 
         def one(i):
-            barrier.wait()
-            answers[i] = httpx.post(url + "/score", json={"prompts": [PROMPTS[i % 4]], "responses": [RESPONSES[i % 6]]}, timeout=60).json()
+            with httpx.Client(timeout=60) as client:  # built before the barrier: requests leave together
+                barrier.wait()
+                answers[i] = client.post(url + "/score", json={"prompts": [PROMPTS[i % 4]], "responses": [RESPONSES[i % 6]]}).json()
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
         for t in threads:
@@ -120,8 +121,9 @@ def test_max_batch_splits_batches_and_keeps_requests_whole(scorer):
         barrier = threading.Barrier(4)
 
         def one():
-            barrier.wait()
-            httpx.post(url + "/score", json={"prompts": PROMPTS[:3], "responses": RESPONSES[:3]}, timeout=60)
+            with httpx.Client(timeout=60) as client:
+                barrier.wait()
+                client.post(url + "/score", json={"prompts": PROMPTS[:3], "responses": RESPONSES[:3]})
 
         threads = [threading.Thread(target=one) for _ in range(4)]
         for t in threads:
