@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         if args.show_traceback:
             raise
-        message = f"missing key {err.args[0]!r}" if isinstance(err, KeyError) and err.args else err
+        message = err
+        if isinstance(err, KeyError) and err.args:  # KeyError('model') reads 'missing key 'model''
+            key = err.args[0]
+            message = key if isinstance(key, str) and " " in key else f"missing key {key!r}"
         print(f"bayesrm {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

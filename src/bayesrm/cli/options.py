@@ -142,8 +142,11 @@ def _subcommand_actions(parser: argparse.ArgumentParser, command: str | None) ->
 
 
 def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
-    if action.nargs in ("+", "*"):
-        return [_coerce_one(action.type, v, where) for v in (value if isinstance(value, list) else [value])]
+    if action.nargs in ("+", "*") and value is not None:
+        items = value if isinstance(value, list) else [value]
+        if any(v is None or isinstance(v, (dict, list)) for v in items):
+            raise ValueError(f"{where}: expected a list of single values, got {value!r}")
+        return [_coerce_one(action.type or str, v, where) for v in items]
     return _coerce_one(action.type, value, where)
 
 

@@ -7,6 +7,10 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bayesrm.types import RewardPrediction
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +39,17 @@ def check_output_path(output: str) -> Path | None:
     return path
 
 
+def scored_lines(records: list[dict[str, Any]], pred: RewardPrediction) -> list[str]:
+    """One JSON line per record: the record's fields plus reward, reward_var, reward_std (and reward_members)."""
+    lines = []
+    for i, record in enumerate(records):
+        row = dict(record, reward=float(pred.mean[i]), reward_var=float(pred.var[i]), reward_std=float(pred.std[i]))
+        if pred.members is not None:
+            row["reward_members"] = pred.members[:, i].tolist()
+        lines.append(json.dumps(row, default=str) + "\n")  # default: Parquet values JSON lacks (bytes, dates)
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     from bayesrm.data.loading import read_scoring_records
     from bayesrm.fileio import atomic_write_text
@@ -45,12 +60,7 @@ def run(args: argparse.Namespace) -> int:
     scorer = load_scorer(args.model)
     pred = scorer.score([r[args.prompt_field] for r in records], [r[args.response_field] for r in records],
                         batch_size=args.batch_size, progress=output is not None)
-    lines = []
-    for i, record in enumerate(records):
-        row = dict(record, reward=float(pred.mean[i]), reward_var=float(pred.var[i]), reward_std=float(pred.std[i]))
-        if pred.members is not None:
-            row["reward_members"] = pred.members[:, i].tolist()
-        lines.append(json.dumps(row, default=str) + "\n")  # default: Parquet values JSON lacks (bytes, dates)
+    lines = scored_lines(records, pred)
     if output is None:
         sys.stdout.write("".join(lines))
         return 0
