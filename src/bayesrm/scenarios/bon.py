@@ -217,7 +217,7 @@ class BoNRunner:
             if point_model and spec != "mean":
                 continue  # no uncertainty: every penalty reduces to the mean
             reward = parse_reward(spec)
-            if pred.members is None and any(stage.split(":")[0].strip() == "min" for stage in spec.split("|")):
+            if pred.members is None and reward.needs_members:
                 continue  # worst-case over members needs an ensemble
             reward.fit(pred, prompt_ids)
             select = reward(pred, prompt_ids).view(P, N)
