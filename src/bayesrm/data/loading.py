@@ -261,17 +261,23 @@ def _parquet_records(path: Path, path_str: str) -> Iterator[tuple[int, Any]]:
             for row in batch.to_pylist():
                 n += 1
                 yield n, row
-    except pa.ArrowException as err:
+    except (pa.ArrowException, UnicodeDecodeError) as err:  # damaged pages, strings that are not UTF-8
         raise DataError("unreadable", f"cannot read as Parquet after record {n}: {err}", file=path_str) from None
 
 
 def _dataset_records(path: Path, path_str: str, split: str | None) -> Iterator[tuple[int, Any]]:
     import datasets
+    import pyarrow as pa
+
+    damaged = (OSError, ValueError, KeyError, IndexError, TypeError, AttributeError, pa.ArrowException)
 
     try:
         ds = datasets.load_from_disk(str(path))
     except FileNotFoundError as err:
         raise DataError("unreadable", f"not a saved Hugging Face dataset directory ({err})", file=path_str) from None
+    except damaged as err:  # a damaged or empty save: datasets fails in many ways
+        raise DataError("unreadable", f"cannot read as a saved Hugging Face dataset ({type(err).__name__}: {err})",
+                        file=path_str) from None
     if isinstance(ds, datasets.DatasetDict):
         name = split or "train"
         if name not in ds:
@@ -279,7 +285,12 @@ def _dataset_records(path: Path, path_str: str, split: str | None) -> Iterator[t
         ds = ds[name]
     elif split is not None:
         raise DataError("unknown split", f"split={split!r} given, but the dataset has no splits", file=path_str)
-    yield from enumerate(ds, 1)
+    n = 0
+    try:
+        for n, row in enumerate(ds, 1):
+            yield n, row
+    except damaged as err:
+        raise DataError("unreadable", f"cannot read record {n + 1} ({type(err).__name__}: {err})", file=path_str) from None
 
 
 # ---- record parsing ------------------------------------------------------------------------

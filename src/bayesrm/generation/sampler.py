@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from bayesrm.generation.cache import Sample, SampleCache, stable_hash
 from bayesrm.generation.decoding import Generation, generate_rows
 from bayesrm.generation.precision import DTYPES, model_in_dtype, resolve_dtype
+from bayesrm.generation.prompting import encode_prompt, prompt_key, stop_token_ids
 from bayesrm.types import Prompt
 
 
@@ -141,23 +142,6 @@ class TransformersBackend:
             self.model.train(was_training)
 
 
-def stop_token_ids(model: Any, tokenizer: Any) -> list[int]:
-    """The tokenizer's EOS plus any extra EOS ids of the model's generation config."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    if isinstance(extra, int):
-        extra = [extra]
-    ids.update(extra or [])
-    return sorted(ids)
-
-
-def prompt_key(prompt: Prompt) -> str:
-    """The cache key of a prompt: its text, or the canonical JSON of a message list."""
-    if isinstance(prompt, str):
-        return prompt
-    return "messages:" + json.dumps(prompt, sort_keys=True, ensure_ascii=False)
-
-
 def sample_seed(seed: int, key: str, index: int) -> int:
     """63-bit seed of sample ``index`` of the prompt with cache key ``key``."""
     digest = hashlib.blake2b(f"{seed}\x00{index}\x00{key}".encode(), digest_size=8).digest()
@@ -216,18 +200,9 @@ class PolicySampler:
         return TransformersBackend(model, self.eos_ids, pad, self.dtype)
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
-        """Token ids of a prompt: chat template (with the generation prompt) when the tokenizer has one."""
-        if getattr(self.tokenizer, "chat_template", None):
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        elif isinstance(prompt, str):
-            ids = self.tokenizer(prompt)["input_ids"]
-        else:
-            raise ValueError(f"{self.model_id}: message-list prompts need a tokenizer with a chat template")
-        if not ids:
-            raise ValueError(f"prompt {prompt!r} encodes to no tokens")
-        return list(ids)
+        """Token ids of a prompt (:func:`~bayesrm.generation.prompting.encode_prompt`: the chat
+        template with the generation prompt when the tokenizer has one)."""
+        return encode_prompt(self.tokenizer, prompt, chat_template=True)
 
     def sample_records(self, prompts: Sequence[Prompt], n: int, progress: bool = True) -> list[list[Sample]]:
         """n samples per prompt (text, token count, finished), generating only those not cached."""
