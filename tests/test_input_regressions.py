@@ -202,12 +202,13 @@ def test_config_strings_are_converted_like_flags(tmp_path):
     ("max_steps: x\n", "max_steps: expected a whole number, got 'x'"),
     ("learning_rate: true\n", "learning_rate: expected a number, got True"),
     ("columns: [null]\n", "columns: expected a list of single values"),
-    ("data: {a: 1}\n", "data: expected a single value"),
+    ("format: {a: 1}\n", "format: expected a single value"),
 ])
 def test_config_values_that_do_not_convert_name_file_and_key(tmp_path, capsys, content, message):
     path = tmp_path / "c.yaml"
     path.write_text(content)
-    assert main(["train", "--config", str(path)]) == 2
+    # --data names no file, so that a value let through would fail fast (not train on the embedded data)
+    assert main(["train", "--config", str(path), "--data", str(tmp_path / "none.jsonl")]) == 2
     line = one_error_line(capsys)
     assert f"{path}: {message}" in line
 
