@@ -206,12 +206,13 @@ def test_config_values_are_typed_not_truthy(tmp_path, capsys):
     ("max_steps: x\n", "max_steps: expected int"),
     ("learning_rate: true\n", "learning_rate: expected float, got bool (True)"),
     ("columns: [null]\n", "columns[0]: expected str, got NoneType (None)"),
-    ("data: {a: 1}\n", "data: expected"),
+    ("format: {a: 1}\n", "format: expected"),
 ])
 def test_config_values_that_do_not_convert_name_file_and_key(tmp_path, capsys, content, message):
     path = tmp_path / "c.yaml"
     path.write_text(content)
-    assert main(["train", "--config", str(path)]) == 2
+    # --data names no file, so that a value let through would fail fast (not train on the embedded data)
+    assert main(["train", "--config", str(path), "--data", str(tmp_path / "none.jsonl")]) == 2
     line = one_error_line(capsys)
     assert f"{path}: {message}" in line
 
