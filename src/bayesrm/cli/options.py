@@ -89,6 +89,7 @@ def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
         return None if text.lower() in {"none", "null"} else parse(text)
 
     wrapped.__name__ = getattr(parse, "__name__", "value")
+    wrapped.inner = parse  # type: ignore[attr-defined]
     return wrapped
 
 
@@ -223,9 +224,10 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Values from an option file (``--config``, see the module doc) fill in what the command line
-    left unset, each checked against its field's type (a plain flag's value is converted as the flag
-    would convert it); errors name the file and the option. Scenario commands (bon, demo, rl) read
-    their file themselves."""
+    left unset. A value is what the option's flag would give for it (``"false"`` is False, ``"2"`` is
+    2, as typed on the command line; a list for a list option) and is checked again by its dataclass;
+    a field without a flag is checked against its type. Errors name the file and the option.
+    Scenario commands (bon, demo, rl) read their file themselves."""
     config_path = getattr(args, "config", None)
     if not (config_path and getattr(args, "config_holds_options", False)):
         return args
@@ -235,10 +237,10 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
         if given(args, key):
             continue
         where = f"{config_path}: {key}"
-        if types_[key] is not None:
-            value = convert(types_[key], value, where)
-        elif key in actions:
-            value = _coerce(actions[key], value, where)
+        if key in actions:
+            value = _coerce(actions[key], value, where)  # as the flag converts its text; then checked by its dataclass
+        elif types_[key] is not None:
+            value = convert(types_[key], value, where)  # a field with no flag (e.g. most TrainingArguments)
         setattr(args, key, value)
     return args
 
@@ -272,6 +274,8 @@ def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
 def _coerce_one(kind: Any, value: Any, where: str) -> Any:
     if kind is None or value is None:
         return value
+    if getattr(kind, "inner", None) is not None:  # an optional option: 'none' / null, or its value
+        return None if isinstance(value, str) and value.lower() in {"none", "null"} else _coerce_one(kind.inner, value, where)
     if kind is _parse_bool:
         if isinstance(value, bool):
             return value
