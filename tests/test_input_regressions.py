@@ -185,29 +185,34 @@ def _train_args(config: Path):
     return parse_with_config(build_parser(), ["train", "--config", str(config)])
 
 
-def test_config_strings_are_converted_like_flags(tmp_path):
+def test_config_values_are_typed_not_truthy(tmp_path, capsys):
+    # "false" once counted as true; option files are YAML-typed like scenario files: a quoted
+    # boolean is refused with the file and key named, while numbers written as text are read.
     path = tmp_path / "c.yaml"
-    path.write_text('skip_invalid: "false"\nuse_cpu: "yes"\nmax_steps: "2"\nlearning_rate: "1e-3"\n'
-                    "columns: [prompt=q]\ndata: 12\n")
+    path.write_text('skip_invalid: "false"\n')
+    assert main(["train", "--config", str(path)]) == 2
+    assert f"{path}: skip_invalid: expected true or false, got str ('false')" in one_error_line(capsys)
+    path.write_text('skip_invalid: false\nuse_cpu: true\nmax_steps: 2\nlearning_rate: "1e-3"\ncolumns: [prompt=q]\n')
     args = _train_args(path)
-    assert args.skip_invalid is False  # the string "false" counted as true
+    assert args.skip_invalid is False
     assert args.use_cpu is True and args.max_steps == 2 and args.learning_rate == 1e-3
-    assert args.columns == ["prompt=q"] and args.data == "12"
+    assert args.columns == ["prompt=q"]
 
 
 @pytest.mark.parametrize("content, message", [
-    ("skip_invalid: maybe\n", "skip_invalid: expected true/false, got 'maybe'"),
-    ("skip_invalid: 1\n", "skip_invalid: expected true/false"),
-    ("max_steps: 2.5\n", "max_steps: expected a whole number, got 2.5"),
-    ("max_steps: x\n", "max_steps: expected a whole number, got 'x'"),
-    ("learning_rate: true\n", "learning_rate: expected a number, got True"),
-    ("columns: [null]\n", "columns: expected a list of single values"),
-    ("data: {a: 1}\n", "data: expected a single value"),
+    ("skip_invalid: maybe\n", "skip_invalid: expected true or false, got str ('maybe')"),
+    ("skip_invalid: 1\n", "skip_invalid: expected true or false, got int (1)"),
+    ("max_steps: 2.5\n", "max_steps: expected int, got float (2.5)"),
+    ("max_steps: x\n", "max_steps: expected int"),
+    ("learning_rate: true\n", "learning_rate: expected float, got bool (True)"),
+    ("columns: [null]\n", "columns[0]: expected str, got NoneType (None)"),
+    ("format: {a: 1}\n", "format: expected"),
 ])
 def test_config_values_that_do_not_convert_name_file_and_key(tmp_path, capsys, content, message):
     path = tmp_path / "c.yaml"
     path.write_text(content)
-    assert main(["train", "--config", str(path)]) == 2
+    # --data names no file, so that a value let through would fail fast (not train on the embedded data)
+    assert main(["train", "--config", str(path), "--data", str(tmp_path / "none.jsonl")]) == 2
     line = one_error_line(capsys)
     assert f"{path}: {message}" in line
 
@@ -216,11 +221,11 @@ def test_config_values_that_do_not_convert_name_file_and_key(tmp_path, capsys, c
 def test_score_output_directory_is_refused_before_scoring(tmp_path, capsys):
     records = tmp_path / "in.jsonl"
     records.write_text('{"prompt": "p", "response": "r"}\n')
-    # the model does not exist: the --output check must come first, before any loading or scoring
-    assert main(["score", "--model", str(tmp_path / "no_model"), "--input", str(records), "--output", str(tmp_path)]) == 2
+    # the model does not exist: the --out check must come first, before any loading or scoring
+    assert main(["score", "--model", str(tmp_path / "no_model"), "--input", str(records), "--out", str(tmp_path)]) == 2
     assert "is a directory" in one_error_line(capsys)
     missing = tmp_path / "nowhere" / "out.jsonl"
-    assert main(["score", "--model", str(tmp_path / "no_model"), "--input", str(records), "--output", str(missing)]) == 2
+    assert main(["score", "--model", str(tmp_path / "no_model"), "--input", str(records), "--out", str(missing)]) == 2
     assert "does not exist" in one_error_line(capsys)
 
 

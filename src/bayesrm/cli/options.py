@@ -207,7 +207,7 @@ def read_option_file(path: str, preset: str | None, known: Iterable[str]) -> dic
     """Flat option values from a YAML option file, keys normalised to field names and checked."""
     known = set(known)
     values = {}
-    for key, value in load_config(path, preset, what="option").items():
+    for key, value in load_config(path, preset, what="config").items():
         name = str(key).replace("-", "_")
         if name == "preset":
             raise ConfigError(f"{path}: preset: choose a preset with --preset (define them under presets:)")
