@@ -224,10 +224,10 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Values from an option file (``--config``, see the module doc) fill in what the command line
-    left unset. A value is what the option's flag would give for it (``"false"`` is False, ``"2"`` is
-    2, as typed on the command line; a list for a list option) and is checked again by its dataclass;
-    a field without a flag is checked against its type. Errors name the file and the option.
-    Scenario commands (bon, demo, rl) read their file themselves."""
+    left unset. Values are typed YAML, checked against their dataclass field exactly as in a scenario
+    file (``skip_invalid: "false"`` is refused, not true); a plain flag that is no field is converted
+    as its text would be. Errors name the file and the option. Scenario commands (bon, demo, rl)
+    read their file themselves."""
     config_path = getattr(args, "config", None)
     if not (config_path and getattr(args, "config_holds_options", False)):
         return args
@@ -237,10 +237,10 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
         if given(args, key):
             continue
         where = f"{config_path}: {key}"
-        if key in actions:
-            value = _coerce(actions[key], value, where)  # as the flag converts its text; then checked by its dataclass
-        elif types_[key] is not None:
-            value = convert(types_[key], value, where)  # a field with no flag (e.g. most TrainingArguments)
+        if types_[key] is not None:
+            value = convert(types_[key], value, where)  # typed YAML, exactly as in a scenario file
+        elif key in actions:
+            value = _coerce(actions[key], value, where)  # a plain flag: converted as its text would be
         setattr(args, key, value)
     return args
 
