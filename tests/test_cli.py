@@ -103,9 +103,10 @@ def test_option_files_are_checked_at_load(pairs_file, tmp_path, capsys):
     cases = {
         "max_steps: '2'\n": r"train.yaml: max_steps: expected int, got str ('2')",
         "skip_invalid: 'false'\n": r"train.yaml: skip_invalid: expected true or false, got str ('false')",
+        "lora_r: -1\n": r"train.yaml: lora_r must be >= 0, got -1",
         "learning_rat: 0.1\n": r"train.yaml: learning_rat: unknown option (did you mean 'learning_rate'?)",
         "preset: quick\n": r"train.yaml: preset: choose a preset with --preset",
-        "method: lora_ensemble\n": r"train.yaml: method: must be one of",
+        "method: lora_ensemble\n": r"train.yaml: method: expected one of",
     }
     for text, message in cases.items():
         config.write_text(f"data: {pairs_file}\n" + text)

@@ -170,7 +170,7 @@ def test_a_misspelt_key_in_any_section_names_section_and_key(case):
     ("training: {learning_rat: 0.1}", None, r"training\.learning_rat: unknown key \(did you mean 'learning_rate'\?\)"),
     ("training: {max_steps: '2'}", None, r"training\.max_steps: expected int, got str \('2'\)"),
     ("model: {disable_dropout: 'false'}", None, r"model\.disable_dropout: expected true or false, got str \('false'\)"),
-    ("proxies: [{name: e, method: lora_ensemble}]", None, r"proxies\[0\]\.method: must be one of .*did you mean 'lora-ensemble'"),
+    ("proxies: [{name: e, method: lora_ensemble}]", None, r"proxies\[0\]\.method: expected one of .*did you mean 'lora-ensemble'"),
     ("proxies: [{name: e, method: heads, members: '5'}]", None, r"proxies\[0\]\.ensemble\.members: expected int"),
     ("rl: {steps: '2'}", None, r"rl\.steps: expected int"),
     ("rl: {kl_coef: 1, lr: 3e-4}", "ok", None),
@@ -231,7 +231,7 @@ class Outer:
 def test_from_mapping_checks_unions_literals_and_nesting():
     assert from_mapping(Outer, {"x": "a", "inner": {"k": "b"}, "items": [1, "2e-3"]}, "t") == Outer("a", Inner("b"), [1.0, 0.002])
     assert from_mapping(Outer, None, "t") == Outer()
-    for data, message in [({"x": 1.5}, r"t: x: expected int \| str"), ({"inner": {"k": "c"}}, r"t: inner\.k: must be one of 'a', 'b'"),
+    for data, message in [({"x": 1.5}, r"t: x: expected int \| str"), ({"inner": {"k": "c"}}, r"t: inner\.k: expected one of 'a', 'b'"),
                           ({"items": 3}, r"t: items: expected a list"), ({"table": {"a": True}}, r"t: table\.a: expected int"),
                           ({1: 2}, "keys must be text"), ([1], "expected a mapping of Outer fields")]:
         with pytest.raises(ConfigError, match=message):

@@ -89,6 +89,7 @@ def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
         return None if text.lower() in {"none", "null"} else parse(text)
 
     wrapped.__name__ = getattr(parse, "__name__", "value")
+    wrapped.inner = parse  # type: ignore[attr-defined]
     return wrapped
 
 
@@ -223,9 +224,10 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
 
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Values from an option file (``--config``, see the module doc) fill in what the command line
-    left unset, each checked against its field's type (a plain flag's value is converted as the flag
-    would convert it); errors name the file and the option. Scenario commands (bon, demo, rl) read
-    their file themselves."""
+    left unset. Values are typed YAML, checked against their dataclass field exactly as in a scenario
+    file (``skip_invalid: "false"`` is refused, not true); a plain flag that is no field is converted
+    as its text would be. Errors name the file and the option. Scenario commands (bon, demo, rl)
+    read their file themselves."""
     config_path = getattr(args, "config", None)
     if not (config_path and getattr(args, "config_holds_options", False)):
         return args
@@ -236,9 +238,9 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
             continue
         where = f"{config_path}: {key}"
         if types_[key] is not None:
-            value = convert(types_[key], value, where)
+            value = convert(types_[key], value, where)  # typed YAML, exactly as in a scenario file
         elif key in actions:
-            value = _coerce(actions[key], value, where)
+            value = _coerce(actions[key], value, where)  # a plain flag: converted as its text would be
         setattr(args, key, value)
     return args
 
@@ -272,6 +274,8 @@ def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
 def _coerce_one(kind: Any, value: Any, where: str) -> Any:
     if kind is None or value is None:
         return value
+    if getattr(kind, "inner", None) is not None:  # an optional option: 'none' / null, or its value
+        return None if isinstance(value, str) and value.lower() in {"none", "null"} else _coerce_one(kind.inner, value, where)
     if kind is _parse_bool:
         if isinstance(value, bool):
             return value
