@@ -291,7 +291,7 @@ def test_scoring_output_is_written_whole(tmp_path, saved_model):
     records = tmp_path / "in.jsonl"
     records.write_text('{"prompt": "p", "response": "good", "id": 1}\n{"prompt": "p", "response": "bad", "id": 2}\n')
     out = tmp_path / "out.jsonl"
-    assert main(["score", "--model", str(saved_model), "--input", str(records), "--output", str(out)]) == 0
+    assert main(["score", "--model", str(saved_model), "--input", str(records), "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 2] and not list(tmp_path.glob(".out.jsonl.*"))
 
