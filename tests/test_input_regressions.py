@@ -206,7 +206,7 @@ def test_config_values_are_typed_not_truthy(tmp_path, capsys):
     ("max_steps: x\n", "max_steps: expected int"),
     ("learning_rate: true\n", "learning_rate: expected float, got bool (True)"),
     ("columns: [null]\n", "columns[0]: expected str, got NoneType (None)"),
-    ("format: {a: 1}\n", "format: expected"),
+    ("format: {a: 1}\n", "format: must be one of 'auto', 'standard', 'hh'"),
 ])
 def test_config_values_that_do_not_convert_name_file_and_key(tmp_path, capsys, content, message):
     path = tmp_path / "c.yaml"
@@ -291,7 +291,7 @@ def test_scoring_output_is_written_whole(tmp_path, saved_model):
     records = tmp_path / "in.jsonl"
     records.write_text('{"prompt": "p", "response": "good", "id": 1}\n{"prompt": "p", "response": "bad", "id": 2}\n')
     out = tmp_path / "out.jsonl"
-    assert main(["score", "--model", str(saved_model), "--input", str(records), "--output", str(out)]) == 0
+    assert main(["score", "--model", str(saved_model), "--input", str(records), "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["id"] for r in rows] == [1, 2] and not list(tmp_path.glob(".out.jsonl.*"))
 
