@@ -9,8 +9,10 @@ import json
 import shutil
 from pathlib import Path
 
-from bayesrm.cli.common import DataOptions, format_metrics, load_split
+from bayesrm.cli.common import DataOptions, load_split
 from bayesrm.cli.options import add_dataclass_options
+from bayesrm.evaluation.outputs import format_metrics
+from bayesrm.fileio import atomic_write_text
 
 PARTS = ("test", "validation", "train", "all")
 SUITE_CHOICES = ("auto", "pairs", "rewardbench", "rewardbench2", "rm-bench")
@@ -136,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{model} | {s}: {line.strip()}")
     if len(scorers) == 1 and len(sets) == 1 and "metrics" in data["results"][data["models"][0]][sets[0].name]:
         # the single-model layout `bayesrm train` also writes
-        (out / "metrics.json").write_text(json.dumps(data["results"][data["models"][0]][sets[0].name]["metrics"], indent=2))
+        atomic_write_text(out / "metrics.json", json.dumps(data["results"][data["models"][0]][sets[0].name]["metrics"], indent=2))
         shutil.copyfile(out / data["images"][0], out / "reliability.png")
     print(f"wrote {out / 'results.md'}, {out / 'results.json'} and {out / 'report.html'}")
     return 0
