@@ -123,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be positive")
+    scorers = {name: load_scorer(d) for name, d in zip(model_names(args.model), args.model)}
     sets = load_sets(args)
     shift = load_shift(args, sets)
-    scorers = {name: load_scorer(d) for name, d in zip(model_names(args.model), args.model)}
     default_out = Path(args.model[0]).resolve().parent / "eval" if len(args.model) == 1 else Path("runs/eval")
     out = Path(args.out) if args.out else default_out
     data = evaluate_many(scorers, sets, out, batch_size=args.batch_size, shift=shift, progress=True)
