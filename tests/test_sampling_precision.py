@@ -131,3 +131,16 @@ def test_bf16_and_fp32_samples_from_the_same_seeds_agree(lm):
     assert (lp16.mean() - lp32.mean()).abs() <= 2 * se
     reported = torch.tensor([x for g in g16 for x in g.logprobs], dtype=torch.float64)
     assert (reported - lp16).abs().max() < 0.1 and (reported - lp16).abs().mean() < 0.02
+
+
+def test_sampler_generations_carry_logprobs_of_the_cached_samples(lm, tokenizer):
+    prompts = ["hello how are you", "thanks"]
+    sampler = PolicySampler(lm, tokenizer, "tiny", SamplingConfig(max_new_tokens=8, batch_size=3, dtype="fp32"))
+    gens = sampler.generations(prompts, 4)
+    records = sampler.sample_records(prompts, 4, progress=False)
+    for prompt, grow, rrow in zip(prompts, gens, records):
+        ids = tokenizer(prompt)["input_ids"]
+        reference = fp32_token_logprobs(lm, [ids], [0] * 4, grow)
+        for g, r, ref in zip(grow, rrow, reference):
+            assert tokenizer.decode(list(g.token_ids), skip_special_tokens=True) == r.text and g.finished == r.finished
+            assert torch.allclose(torch.tensor(g.logprobs, dtype=torch.float64), ref, atol=1e-4)

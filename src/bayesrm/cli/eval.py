@@ -9,8 +9,8 @@ import json
 import shutil
 from pathlib import Path
 
-from bayesrm.cli.common import DataOptions, load_split
-from bayesrm.cli.options import add_dataclass_options
+from bayesrm.cli.common import DataOptions, data_options, load_split
+from bayesrm.cli.options import add_config_options, add_dataclass_options
 from bayesrm.evaluation.outputs import format_metrics
 from bayesrm.fileio import atomic_write_text
 
@@ -21,12 +21,13 @@ SUITE_CHOICES = ("auto", "pairs", "rewardbench", "rewardbench2", "rm-bench")
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="Evaluate saved reward models / ensembles / posteriors on preference files and suites.",
                        description=__doc__)
-    p.add_argument("--config", help="YAML file of option: value defaults (flags given here win).")
+    add_config_options(p)
     p.add_argument("--model", nargs="+", required=True,
                    help="One or more directories saved by bayesrm (any kind: reward model, ensemble, Laplace).")
-    p.add_argument("--data", nargs="+", default=["hh-harmless"],
+    p.add_argument("--data", nargs="+", default=argparse.SUPPRESS,
                    help="Preference files or suites (RewardBench v1 / v2, RM-Bench layouts; docs/evaluation.md), or "
-                        "'hh-harmless'. FILE@PART picks a part of the split for that file (default: --part).")
+                        "'hh-harmless'. FILE@PART picks a part of the split for that file (default: --part). "
+                        "Default: the data the (first) model was trained with, split as it was.")
     p.add_argument("--part", choices=PARTS, default="test",
                    help="Which part of the split to evaluate for plain preference files (use the split options the "
                         "model was trained with; 'all' for a dedicated test file). Suites are always used whole.")
@@ -43,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "results.md, PNGs, report.html; with one model and one pair file also metrics.json and reliability.png.")
     p.add_argument("--batch-size", type=int, default=32, help="Scoring batch size.")
     add_dataclass_options(p, DataOptions, only=[f.name for f in dataclasses.fields(DataOptions) if f.name != "data"], title="data")
-    p.set_defaults(run=run, config_holds_options=True)
+    p.set_defaults(run=run)
 
 
 def model_names(dirs: list[str]) -> list[str]:
@@ -71,11 +72,15 @@ def _set_name(path: str, part: str) -> str:
     return name if part == "all" else f"{name}@{part}"
 
 
-def _pairs(args: argparse.Namespace, path: str, part: str):
-    splits = load_split(argparse.Namespace(**{**vars(args), "data": path}))
+def _pairs(args: argparse.Namespace, path: str | None, part: str):
+    """Pairs of one file (None: the first model's training data), split by the data options; a file
+    that is the model's own training data gets the split saved with the model."""
+    values = {k: v for k, v in vars(args).items() if k != "data"}
+    opts = data_options(argparse.Namespace(**values, **({"data": path} if path is not None else {})), args.model[0])
+    splits = load_split(opts)
     pairs = [p for name in ("train", "validation", "test") for p in splits[name]] if part == "all" else splits[part]
     if not pairs:
-        raise ValueError(f"{path}: the {part!r} part of the split is empty (check --test-fraction / --validation-fraction)")
+        raise ValueError(f"{opts.data}: the {part!r} part of the split is empty (check --test-fraction / --validation-fraction)")
     return pairs
 
 
@@ -85,6 +90,8 @@ def load_sets(args: argparse.Namespace):
     from bayesrm.evaluation.suites import load_suite, sniff_suite
 
     sets = []
+    if "data" not in vars(args):  # the model's own data and split
+        return [EvalSet(f"training data@{args.part}", pairs=_pairs(args, None, args.part))]
     for text in args.data:
         path, part = _spec(text, args.part)
         kind = args.suite if args.suite != "auto" else (sniff_suite(resolve_data_path(path)) or "pairs")

@@ -219,6 +219,21 @@ class PolicySampler:
         """n response texts per prompt ([len(prompts)][n]); identical prompts get identical samples."""
         return [[s.text for s in row] for row in self.sample_records(prompts, n, progress)]
 
+    def generations(self, prompts: Sequence[Prompt], n: int) -> list[list[Generation]]:
+        """n generations per prompt with token ids and per-token log-probs (``Generation.logprobs``),
+        drawn from the same seeds as :meth:`sample` (so the same responses); never cached."""
+        keys = [prompt_key(p) for p in prompts]
+        encoded = {k: self.encode_prompt(p) for k, p in zip(keys, prompts)}
+        todo = [(k, i) for k in keys for i in range(n)]
+        out: list[Generation] = []
+        for start in range(0, len(todo), self.config.batch_size):
+            chunk = todo[start : start + self.config.batch_size]
+            unique = list(dict.fromkeys(k for k, _ in chunk))
+            slot = {k: j for j, k in enumerate(unique)}
+            out += self.backend.generate([encoded[k] for k in unique], [slot[k] for k, _ in chunk],
+                                         [sample_seed(self.config.seed, k, i) for k, i in chunk], self.config)
+        return [out[j * n : (j + 1) * n] for j in range(len(prompts))]
+
     def _generate(self, missing: list[tuple[str, int]], by_key: dict[str, Prompt], progress: bool) -> None:
         encoded = {k: self.encode_prompt(by_key[k]) for k in dict.fromkeys(k for k, _ in missing)}
         # Similar prompt lengths batch together (little padding); a prompt's samples stay adjacent.

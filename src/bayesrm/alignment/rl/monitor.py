@@ -26,7 +26,6 @@ the ``monitor_*`` fields; :class:`HackingMonitorCallback` runs it in a ``transfo
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -100,6 +99,14 @@ class HackingMonitor:
     streak: int = 0
     fired_at: int | None = None
     steps: int = 0
+    # running gold statistics (updated once a step, so a long TRL run costs O(1) a step)
+    _best: float | None = field(default=None, repr=False)
+    _best_at: int = field(default=0, repr=False)
+    _proxy_at_best: float | None = field(default=None, repr=False)
+    _last_gold: float | None = field(default=None, repr=False)
+    _golds: int = field(default=0, repr=False)
+    _diff_mean: float = field(default=0.0, repr=False)
+    _diff_m2: float = field(default=0.0, repr=False)
 
     def _series(self, name: str) -> list[float | None]:
         return self.history.setdefault(name, [])
@@ -125,6 +132,7 @@ class HackingMonitor:
         for name, key in self.keys.items():
             value = record.get(key)
             self._series(name).append(float(value) if is_finite_number(value) else None)
+        self._track_gold()
         values: dict[str, float | None] = {
             "sigma_ratio": self._ratio("sigma"),
             "disagreement_ratio": self._ratio("disagreement"),
@@ -150,25 +158,33 @@ class HackingMonitor:
                    monitor_alarm=bool(alarm), monitor_fired_at=self.fired_at)
         return out
 
+    def _track_gold(self) -> None:
+        """Fold this step's gold into the step-to-step difference statistics and the best smoothed gold."""
+        gold = self._series("gold")[-1]
+        if gold is not None:
+            if self._last_gold is not None:  # Welford update of the first differences
+                diff, n = gold - self._last_gold, self._golds
+                delta = diff - self._diff_mean
+                self._diff_mean += delta / n
+                self._diff_m2 += delta * (diff - self._diff_mean)
+            self._last_gold, self._golds = gold, self._golds + 1
+        smoothed = self._smooth("gold")
+        if smoothed is not None and (self._best is None or smoothed > self._best):
+            self._best, self._best_at, self._proxy_at_best = smoothed, self.steps - 1, self._smooth("proxy")
+
     def _gold_drop(self) -> float | None:
         """(best smoothed gold so far - smoothed gold now) / noise SD of the smoothed gold."""
-        gold = self._series("gold")
-        raw = [g for g in gold if g is not None]
-        if len(raw) < 3:
+        if self._golds < 3 or self._best is None:
             return None
-        diffs = [b - a for a, b in zip(raw, raw[1:])]
-        noise = statistics.pstdev(diffs) / math.sqrt(2) / math.sqrt(min(self.config.window, len(raw)))
-        smoothed = [self._smooth("gold", end) for end in range(1, len(gold) + 1)]
-        best_at = max((i for i, g in enumerate(smoothed) if g is not None), key=lambda i: smoothed[i])
-        self._best_at = best_at
-        drop = smoothed[best_at] - smoothed[-1]
-        return drop / noise if noise > 0 else (math.inf if drop > 0 else 0.0)
+        sd = math.sqrt(self._diff_m2 / (self._golds - 1)) / math.sqrt(2) / math.sqrt(min(self.config.window, self._golds))
+        drop = self._best - (self._smooth("gold") or self._best)
+        return drop / sd if sd > 0 else (math.inf if drop > 0 else 0.0)
 
     def _diverging(self, drop_sd: float | None) -> bool:
         if drop_sd is None or drop_sd < self.config.gold_drop:
             return False
-        proxy_then, proxy_now = self._smooth("proxy", self._best_at + 1), self._smooth("proxy")
-        return proxy_then is not None and proxy_now is not None and proxy_now >= proxy_then
+        proxy_now = self._smooth("proxy")
+        return self._proxy_at_best is not None and proxy_now is not None and proxy_now >= self._proxy_at_best
 
     def _kl_accel(self) -> float | None:
         """Growth of the smoothed KL over the last window / over the window before (None unless KL is rising)."""

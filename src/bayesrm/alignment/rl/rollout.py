@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
+
 from bayesrm.alignment.rl.losses import entropy_from_logits
 from bayesrm.generation.decoding import Generation
 from bayesrm.generation.precision import resolve_dtype
