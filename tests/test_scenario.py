@@ -113,6 +113,9 @@ def test_tiny_scenario_end_to_end_and_resume(tmp_path, tiny_causal_lm_dir, tiny_
     assert "| map / `mean` |" in text and "| ens / `zscore|min` |" in text and "| lap / `zscore|std:k=1` |" in text
     assert "map / `zscore|min`" not in text  # worst-case needs members
     assert "sum of log-sigmoid (AND)" in text
+    sigma_gold = json.loads((out / "sigma_gold.json").read_text())  # sigma vs |z(proxy) - z(gold)|
+    assert sigma_gold["map"]["pearson"] != sigma_gold["map"]["pearson"]  # NaN: a point model's sigma is 0
+    assert -1 <= sigma_gold["lap"]["spearman"] <= 1 and "| ens |" in text
     for name in ["bon.png", "curves.json", "bon/map/report.md", "bon/ens/bon.png", "scores/gold.safetensors", "pairs.jsonl"]:
         assert (out / name).exists(), name
     # a re-run generates, trains and scores nothing: every stage comes from disk

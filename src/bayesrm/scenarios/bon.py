@@ -238,20 +238,34 @@ class BoNRunner:
         gold = self.scores("gold", gold_judge)
         all_curves: dict[str, dict[str, Any]] = {}
         proxy_metrics: dict[str, dict[str, float]] = {}
+        preds: dict[str, RewardPrediction] = {}
         for spec in c.proxies:
             scorer = self.proxy(spec, train, valid)
             metrics_path = self.out / "proxies" / spec.name / "metrics.json"
             if metrics_path.exists():
                 proxy_metrics[spec.name] = json.loads(metrics_path.read_text())
-            pred = self.scores(spec.name, scorer)
+            pred = preds[spec.name] = self.scores(spec.name, scorer)
             with self.stage("curves"):
                 all_curves[spec.name] = self.curves(gold, pred, prompt_ids)
                 make_bon_report(self.out / "bon" / spec.name, all_curves[spec.name], self.settings(), self.timings,
                                 seeds={"scenario": c.seed}, baseline="mean", title=f"{c.name}: best-of-n with proxy {spec.name}")
-        sections = []
+        sections = [self.sigma_gold_section(preds, gold)]
         if c.two_property is not None:
             sections.append(self.two_property(train, valid, gold, prompt_ids))
         return self.summary(all_curves, proxy_metrics, sections)
+
+    def sigma_gold_section(self, preds: dict[str, RewardPrediction], gold: RewardPrediction) -> str:
+        """Markdown: correlation of each proxy's sigma with its error |z(proxy) - z(gold)| on the best-of-n samples."""
+        from bayesrm.evaluation.uncertainty import sigma_gold_correlation
+
+        rows = {name: sigma_gold_correlation(pred.std, pred.mean, gold.mean) for name, pred in preds.items()}
+        atomic_write_text(self.out / "sigma_gold.json", json.dumps(rows, indent=1))
+        fmt = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731 - NaN (point model) as '-'
+        return "\n".join(["## Does sigma track the proxy's error?", "",
+                          "Correlation of each proxy's sigma with |z(proxy) - z(gold)| over all best-of-n samples "
+                          "(z: standardised over the samples; '-': sigma is constant, a point model).", "",
+                          "| proxy | Pearson | Spearman |", "|---|---|---|",
+                          *[f"| {n} | {fmt(r['pearson'])} | {fmt(r['spearman'])} |" for n, r in rows.items()], ""])
 
     def settings(self) -> dict[str, Any]:
         c = self.config
