@@ -215,4 +215,6 @@ def _format(record: dict[str, Any]) -> str:
     keys = ("reward", "proxy", "gold", "uncertainty", "kl_k3", "entropy", "response_length")
     parts = [f"step {record['step']}"]
     parts += [f"{k} {record[k]:.3f}" for k in keys if isinstance(record.get(k), float)]
+    if record.get("monitor_signals"):
+        parts.append(("ALARM " if record.get("monitor_alarm") else "monitor ") + record["monitor_signals"])
     return "  ".join(parts)
