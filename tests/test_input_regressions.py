@@ -206,7 +206,7 @@ def test_config_values_are_typed_not_truthy(tmp_path, capsys):
     ("max_steps: x\n", "max_steps: expected int"),
     ("learning_rate: true\n", "learning_rate: expected float, got bool (True)"),
     ("columns: [null]\n", "columns[0]: expected str, got NoneType (None)"),
-    ("format: {a: 1}\n", "format: must be one of 'auto', 'standard', 'hh'"),
+    ("format: {a: 1}\n", "format: expected one of 'auto', 'standard', 'hh'"),
 ])
 def test_config_values_that_do_not_convert_name_file_and_key(tmp_path, capsys, content, message):
     path = tmp_path / "c.yaml"
