@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bayesrm.cli.safety import add_trust_options, trust_kwargs
+
 from bayesrm.cli.common import add_data_options, format_metrics, load_split, write_evaluation
 
 
@@ -17,13 +19,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=None, help="Where metrics.json and reliability.png go (default: MODEL/../eval).")
     p.add_argument("--batch-size", type=int, default=32, help="Scoring batch size.")
     add_data_options(p)
+    add_trust_options(p)
     p.set_defaults(run=run, config_holds_options=True)
 
 
 def run(args: argparse.Namespace) -> int:
     from bayesrm.registry import load_scorer
 
-    scorer = load_scorer(args.model)
+    scorer = load_scorer(args.model, **trust_kwargs(args))
     splits = load_split(args)
     pairs = [p for part in ("train", "validation", "test") for p in splits[part]] if args.part == "all" else splits[args.part]
     if not pairs:

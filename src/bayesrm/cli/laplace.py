@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from bayesrm.cli.safety import add_trust_options, trust_kwargs
+
 from bayesrm.cli.common import add_data_options, load_split
 
 
@@ -34,6 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kfac", choices=("pair", "expand"), default="pair", help="K-FAC factor construction (see docs).")
     p.add_argument("--device", default="cpu", help="torch device.")
     add_data_options(p)
+    add_trust_options(p)
     p.set_defaults(run=run, config_holds_options=True)
 
 
@@ -45,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise ValueError("--batch-size must be positive")
     pairs = load_split(args)["train"]  # the split `bayesrm train` trained on (same data options)
-    model = load_scorer(args.model, device=args.device)
+    model = load_scorer(args.model, device=args.device, **trust_kwargs(args))
     fixed = args.prior_precision != "auto"
     options = dict(include_head=args.include_head, low_rank=args.low_rank or None,
                    prior_precision=args.prior_precision if fixed else 1.0, kfac=args.kfac)

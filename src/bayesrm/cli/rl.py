@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from bayesrm.cli.safety import add_trust_options, trust_kwargs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="Override any rl field, e.g. --set kl_mode=loss kl_coef=0.1 (values parsed as YAML).",
     )
     p.add_argument("--quiet", dest="rl_quiet", action="store_true", help="Do not print a line per step.")
+    add_trust_options(p)
     p.set_defaults(run=run)
 
 
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         model,
         tokenizer,
-        proxy=load_scorer(cfg.proxy),
+        proxy=load_scorer(cfg.proxy, **trust_kwargs(args)),
         reward=make_reward(cfg.reward, cfg.reward_params),
         prompts=prompt_source(cfg.prompts, seed=cfg.seed),
         out_dir=args.rl_out,

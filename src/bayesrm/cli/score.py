@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from bayesrm.cli.safety import add_trust_options, trust_kwargs
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("score", help="Score (prompt, response) records with a saved reward model.", description=__doc__)
@@ -17,6 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt-field", default="prompt", help="Name of the prompt field in the input.")
     p.add_argument("--response-field", default="response", help="Name of the response field in the input.")
     p.add_argument("--batch-size", type=int, default=32, help="Scoring batch size.")
+    add_trust_options(p)
     p.set_defaults(run=run, config_holds_options=True)
 
 
@@ -25,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from bayesrm.registry import load_scorer
 
     records = read_scoring_records(args.input, args.prompt_field, args.response_field)
-    scorer = load_scorer(args.model)
+    scorer = load_scorer(args.model, **trust_kwargs(args))
     pred = scorer.score([r[args.prompt_field] for r in records], [r[args.response_field] for r in records],
                         batch_size=args.batch_size, progress=args.output != "-")
     out = sys.stdout if args.output == "-" else Path(args.output).open("w")

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bayesrm.models.checkpoint import CheckpointError, confined_path, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel, RewardModelConfig
 from bayesrm.uncertainty.base import EnsembleConfig, EnsembleScorer, ensemble_meta, parse_ensemble_meta
 
@@ -75,12 +75,18 @@ class IndependentEnsemble(EnsembleScorer, nn.Module):
             model.save_pretrained(member_dir(directory, k))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "IndependentEnsemble":
-        meta, _ = load_checkpoint(directory, cls.KIND)
-        config, ensemble = parse_ensemble_meta(meta, directory)
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu", *,
+        trust_remote_code: bool = False, allow_external_paths: bool = False,
+    ) -> "IndependentEnsemble":
+        meta, _ = load_checkpoint(directory, cls.KIND, allow_external_paths)
+        config, ensemble = parse_ensemble_meta(meta, directory, trust_remote_code)
         members = []
         for k in range(ensemble.members):
-            model = RewardModel.from_pretrained(member_dir(directory, k), device)
+            where = f"{Path(directory) / 'config.json'}: member {k}"
+            path = confined_path(directory, member_dir("", k).name, where, allow_external_paths)
+            model = RewardModel.from_pretrained(path, device, trust_remote_code=trust_remote_code,
+                                                allow_external_paths=allow_external_paths)
             if asdict(model.config) != asdict(config):
                 raise CheckpointError(f"{member_dir(directory, k)}: member config differs from {directory}/config.json")
             members.append(model)
