@@ -15,6 +15,9 @@ def add_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
     p.add_argument("--samples", default=None,
                    help="Sample cache directory (default: OUT/samples); point several runs at one cache to share samples.")
     p.add_argument("--no-progress", action="store_true", help="No progress bars (logs only).")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT holds a run made with other settings: redo the stages whose settings changed (and what depends "
+                        "on them) instead of stopping. Without it such a rerun is refused; an unchanged rerun resumes.")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,15 +29,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bayesrm.scenarios.bon import BoNRunner, seeds_summary
     from bayesrm.scenarios.config import load_scenario
+    from bayesrm.scenarios.stages import safe_name
 
     config = load_scenario(args.config, preset=args.preset)
+    if args.out is None:
+        safe_name(config.name, "scenario name")  # it names the default output directory
+        if args.preset:
+            safe_name(args.preset, "preset name")
     out = Path(args.out or f"runs/{config.name}{'-' + args.preset if args.preset else ''}")
     seeds = args.seeds or [config.seed]
     reports, seed_dirs = [], {}
     for seed in seeds:
         config.seed = seed
         target = out / f"seed{seed}" if args.seeds else out
-        runner = BoNRunner(config, target, progress=not args.no_progress, cache_dir=args.samples or out / "samples")
+        runner = BoNRunner(config, target, progress=not args.no_progress, cache_dir=args.samples or out / "samples",
+                           overwrite=getattr(args, "overwrite", False))
         reports.append(runner.run())
         seed_dirs[seed] = target
     if len(seed_dirs) > 1:
