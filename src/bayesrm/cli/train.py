@@ -9,7 +9,9 @@ from pathlib import Path
 
 from bayesrm.cli.common import add_data_options, format_metrics, load_split, write_evaluation
 from bayesrm.cli.options import add_dataclass_options, build_dataclass
+from bayesrm.cli.safety import add_output_options
 from bayesrm.models.reward_model import RewardModelConfig
+from bayesrm.scenarios.stages import claim_run
 from bayesrm.training.trainer import RewardTrainingConfig
 from bayesrm.uncertainty.factory import train_model
 
@@ -47,6 +49,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_dataclass_options(p, MethodOptions, title="method")
     add_dataclass_options(p, RewardModelConfig, title="reward model")
     add_dataclass_options(p, RewardTrainingConfig, only=TRAINING_OPTIONS, title="training")
+    add_output_options(p, resume_help="Continue the run in OUT from its last complete checkpoint (OUT/checkpoints; "
+                                      "needs --save-strategy steps or epoch), to the same weights as an uninterrupted run. "
+                                      "The settings must be the run's own.")
     p.set_defaults(run=run, config_holds_options=True)
 
 
@@ -55,18 +60,25 @@ def run(args: argparse.Namespace) -> int:
     method: MethodOptions = build_dataclass(MethodOptions, values)
     out = Path(args.out)
     rm_config: RewardModelConfig = build_dataclass(RewardModelConfig, values)
+    resume = resume_request(values)
+    settings = train_settings(values)
+    resuming = claim_run(out, "train", settings, overwrite=values.get("overwrite", False), resume=bool(resume),
+                         cleanup=[out / "model", out / "checkpoints", out / "metrics.json", out / "reliability.png"])
     splits = load_split(args)
     print(f"data: {len(splits['train'])} train / {len(splits['validation'])} validation / {len(splits['test'])} test pairs")
     training = build_dataclass(
         RewardTrainingConfig,
-        values,
+        {k: v for k, v in values.items() if k != "resume_from_checkpoint"},
         output_dir=str(out / "checkpoints"),
         eval_strategy="epoch" if splits["validation"] else "no",
     )
+    if resuming or isinstance(resume, str):
+        print(f"resuming from {resume if isinstance(resume, str) else 'the last complete checkpoint in ' + training.output_dir}")
     start = time.perf_counter()
     model = train_model(method.method, rm_config, splits["train"], training, members=method.members,
                         diversity=method.diversity, top_layers=method.top_layers, seed=training.seed,
-                        bootstrap=method.bootstrap, eval_pairs=splits["validation"] or None)
+                        bootstrap=method.bootstrap, eval_pairs=splits["validation"] or None,
+                        resume=resume if isinstance(resume, str) else resuming)
     seconds = time.perf_counter() - start
     model.save_pretrained(out / "model")
     print(f"trained {method.method} in {seconds:.0f} s; saved to {out / 'model'}")
@@ -75,3 +87,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"held-out: {format_metrics(metrics)}")
     return 0
 
+
+RUN_FLAGS = {"config", "out", "eval_batch_size", "overwrite", "resume", "resume_from_checkpoint", "run", "command",
+             "config_holds_options", "show_traceback"}
+"""Options that do not change what is trained (left out of the run's fingerprint)."""
+
+
+def train_settings(values: dict) -> dict:
+    """Everything that decides the trained weights: data, method, model and training options."""
+    return {k: v for k, v in sorted(values.items()) if k not in RUN_FLAGS and not callable(v)}
+
+
+def resume_request(values: dict) -> bool | str:
+    """--resume, or ``resume_from_checkpoint`` from --config (true = the last checkpoint, a string = that checkpoint)."""
+    value = values.get("resume_from_checkpoint")
+    if isinstance(value, str) and value.strip().lower() in {"true", "false", ""}:
+        value = value.strip().lower() == "true"
+    if value not in (None, False, True) and not isinstance(value, str):
+        raise ValueError(f"resume_from_checkpoint must be true, false or a checkpoint directory, got {value!r}")
+    if isinstance(value, str):
+        return value
+    return bool(values.get("resume", False) or value)

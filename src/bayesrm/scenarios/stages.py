@@ -142,3 +142,37 @@ def judge_identity(judge: Any) -> dict[str, Any]:
         except CheckpointError:
             pass
     return out
+
+
+def claim_run(
+    out: str | Path, kind: str, settings: dict[str, Any], overwrite: bool = False, resume: bool = False,
+    cleanup: Iterable[Path] = (),
+) -> bool:
+    """Take ``out`` for one run of ``kind`` with these settings; True when an earlier run is to be resumed.
+
+    An empty or new ``out`` is taken. One holding a run of the same settings needs ``resume`` (continue
+    it) or ``overwrite`` (start over: the ``cleanup`` outputs, all written by bayesrm, are deleted first).
+    One holding a run of other settings is refused even with ``resume``; ``overwrite`` starts over.
+    A non-empty directory with no record is refused unless ``overwrite`` (and its files are kept);
+    ``resume`` with nothing to resume starts the run.
+    """
+    out = Path(out)
+    records = StageRecords(out, overwrite=overwrite, run_kind=kind)
+    fp = fingerprint(settings)
+    old = records.records.get("run")
+    if old is not None and not overwrite:
+        if old.get("fingerprint") != fp:
+            diff = ", ".join(changed_keys(old.get("settings"), canonical(settings))) or "(unknown)"
+            raise StaleOutputError(f"{out}: holds a {kind} run with other settings (changed: {diff}); it cannot be "
+                                   "resumed with these. Pass --overwrite to start over, or choose another --out")
+        if resume:
+            return True
+        raise StaleOutputError(f"{out}: already holds this {kind} run; pass --resume to continue it (from its last "
+                               "checkpoint) or --overwrite to start over, or choose another --out")
+    for p in cleanup:
+        p = Path(p)
+        if p.exists():
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
+    records.records = {"run": {"fingerprint": fp, "settings": canonical(settings)}}
+    records._save()
+    return False

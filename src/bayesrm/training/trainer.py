@@ -20,6 +20,7 @@ from bayesrm.data.collator import PreferenceCollator, PreferenceDataset
 from bayesrm.data.schema import PreferencePair
 from bayesrm.training.distributed import init_distributed_cpu
 from bayesrm.training.losses import TARGETS, bradley_terry_loss
+from bayesrm.training.state import load_optimizer_state, load_rng_state, save_optimizer_state, save_rng_state
 
 
 @dataclass
@@ -111,6 +112,31 @@ class RewardTrainer(Trainer):
         result = core.load_state_dict(tensors, strict=False)
         if result.unexpected_keys:
             raise CheckpointError(f"{resume_from_checkpoint}: weights the model does not have: {result.unexpected_keys[:3]}")
+
+    # ---- resumable state in safetensors + JSON (Trainer's own uses torch.save / torch.load) -------
+    def _plain(self) -> bool:
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
+    def _rank(self) -> int | None:
+        return self.args.process_index if self.args.world_size > 1 else None
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not self._plain():
+            return super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            save_optimizer_state(output_dir, self.optimizer, self.lr_scheduler)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not self._plain():
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        load_optimizer_state(checkpoint, self.optimizer, self.lr_scheduler)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        save_rng_state(output_dir, self._rank())
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is not None:
+            load_rng_state(checkpoint, self._rank())
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save in bayesrm's own format (config.json + model.safetensors of the trained weights)."""
