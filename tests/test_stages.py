@@ -99,11 +99,12 @@ def tiny_scenario(tmp_path, lm_dir, bert_dir, **changes):
 
 def test_bon_rerun_with_changed_settings_is_refused_or_redone(tmp_path, tiny_lm_dir, tiny_bert_dir):
     """Regression: a rerun after editing training / label settings used to reuse every stale stage silently."""
-    from bayesrm.scenarios.bon import BoNRunner, load_prediction
+    from bayesrm.scenarios.bon import BoNRunner
+    from bayesrm.types import RewardPrediction
 
     out = tmp_path / "out"
     BoNRunner(tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir), out, progress=False).run()
-    first_scores = load_prediction(out / "scores" / "map.safetensors").mean
+    first_scores = RewardPrediction.load(out / "scores" / "map.safetensors").mean
     first_pairs = (out / "pairs.jsonl").read_text()
 
     changed = tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir, training__learning_rate=0.5)
@@ -112,7 +113,7 @@ def test_bon_rerun_with_changed_settings_is_refused_or_redone(tmp_path, tiny_lm_
     redo = BoNRunner(changed, out, progress=False, overwrite=True)
     redo.run()
     assert "train proxy map" in redo.timings and "label pairs" not in redo.timings and "score gold" not in redo.timings
-    assert not torch.equal(load_prediction(out / "scores" / "map.safetensors").mean, first_scores)
+    assert not torch.equal(RewardPrediction.load(out / "scores" / "map.safetensors").mean, first_scores)
     assert "1e-3" not in json.dumps(json.loads((out / "stages.json").read_text())["stages"]["proxy map"])
 
     noisy = tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir, training__learning_rate=0.5, preferences__label_noise=0.4)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bayesrm.cli.common import add_data_options, load_split
 from bayesrm.cli.safety import add_trust_options, trust_kwargs
-
-from bayesrm.cli.common import add_data_options, format_metrics, load_split, write_evaluation
+from bayesrm.evaluation.outputs import format_metrics, write_evaluation
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

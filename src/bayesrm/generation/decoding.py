@@ -11,11 +11,13 @@ Why a hand-written loop rather than ``model.generate``:
 
 A token is drawn by inverting the CDF of the (temperature / top-k / top-p filtered) softmax with
 one uniform u in [0, 1): token = min{i : cdf_i > u * cdf_V}, an exact categorical sample.
+Each sampled token's log-prob log softmax(logits / T)[token] (T = 1 when greedy; before top-k /
+top-p filtering, i.e. under the policy pi that RL's losses use) is returned with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -29,10 +31,18 @@ _M2 = np.uint64(0x94D049BB133111EB)
 
 @dataclass(frozen=True)
 class Generation:
-    """One sampled response: its token ids (without the stop token) and whether EOS ended it."""
+    """One sampled response: its token ids (without the stop token) and whether a stop token ended it.
+
+    ``logprobs`` holds log pi(token | prefix) of every sampled token, the stop token included
+    (``len(token_ids) + finished`` values; empty when the backend does not report them), and
+    ``stop_id`` the stop token that ended it (None when unfinished). Equality compares the tokens
+    only: log-probs carry floating-point differences of batched matmuls.
+    """
 
     token_ids: tuple[int, ...]
     finished: bool
+    logprobs: tuple[float, ...] = field(default=(), compare=False)
+    stop_id: int | None = None
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -53,6 +63,9 @@ def row_uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+_BLOCK = 256  # vocabulary block of the two-level CDF
+
+
 def sample_next(
     logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
 ) -> torch.Tensor:
@@ -61,8 +74,56 @@ def sample_next(
     top_k > 0 keeps the k largest logits; top_p < 1 keeps the smallest set of most probable tokens
     whose mass reaches top_p (nucleus sampling, Holtzman et al., 2020).
     """
+    return sample_with_logprobs(logits, uniforms, temperature, top_k, top_p)[0]
+
+
+def sample_with_logprobs(
+    logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(next tokens [R], their log-probs [R] under softmax(logits / T)) for logits [R, V], uniforms [R].
+
+    Without top-k / top-p (the usual case) the CDF is inverted in two levels: float64 sums of the
+    exponentials over vocabulary blocks of 256, a cumulative sum over blocks to find the block of
+    u, then one within that block. This reads the [R, V] logits about twice instead of the five
+    full float64 passes (divide, softmax, cumsum, ...) of the filtered path (5-10x faster at
+    V = 49k), and draws the same token up to float32 rounding of exp (relative 1e-7). The
+    log-prob reuses the same max and sum.
+    """
     if temperature == 0:
-        return logits.argmax(-1)
+        tokens = logits.argmax(-1)  # [R]
+        return tokens, token_logprobs(logits, tokens, 1.0)
+    if top_k > 0 and top_k < logits.shape[-1] or top_p < 1.0:
+        tokens = _sample_filtered(logits, uniforms, temperature, top_k, top_p)
+        return tokens, token_logprobs(logits, tokens, temperature)
+    x = logits.float()  # [R, V]
+    if temperature != 1.0:
+        x = x / temperature
+    R, V = x.shape
+    top = x.amax(-1, keepdim=True)  # [R, 1]
+    e = (x - top).exp_()  # [R, V] unnormalised probs
+    pad = -V % _BLOCK
+    if pad:
+        e = torch.nn.functional.pad(e, (0, pad))  # [R, V'] zero mass on the padding
+    blocks = e.view(R, -1, _BLOCK)  # [R, NB, BLOCK]
+    block_cdf = blocks.sum(-1, dtype=torch.float64).cumsum(-1)  # [R, NB]
+    total = block_cdf[:, -1]  # [R]
+    target = uniforms.to(device=x.device, dtype=torch.float64) * total  # [R]
+    nb = block_cdf.shape[1]
+    j = torch.searchsorted(block_cdf, target.unsqueeze(-1), right=True).clamp_max(nb - 1).squeeze(-1)  # [R]
+    rows = torch.arange(R, device=x.device)
+    inner = blocks[rows, j].double()  # [R, BLOCK]
+    before = torch.where(j > 0, block_cdf[rows, (j - 1).clamp_min(0)], torch.zeros_like(total))  # [R]
+    inner_cdf = inner.cumsum(-1) + before.unsqueeze(-1)  # [R, BLOCK]
+    k = torch.searchsorted(inner_cdf, target.unsqueeze(-1), right=True).squeeze(-1)  # [R]
+    # Rounding can put the target past the block's last positive entry: take that entry then.
+    last_positive = _BLOCK - 1 - (inner > 0).flip(-1).int().argmax(-1)  # [R]
+    tokens = j * _BLOCK + torch.minimum(k, last_positive)  # [R]
+    logprobs = (x.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - top.squeeze(-1)).double() - total.log()
+    return tokens, logprobs.float()
+
+
+def _sample_filtered(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """The top-k / top-p sampler: one float64 CDF over the filtered vocabulary."""
     logits = logits.double() / temperature  # [R, V]; float64 so the CDF stays exact over large vocabularies
     if top_k > 0 and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]  # [R, 1]
@@ -79,6 +140,13 @@ def sample_next(
     if order is not None:
         idx = order.gather(-1, idx)
     return idx.squeeze(-1)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[token]: logits [R, V], tokens [R] -> [R] float32 (T = 1 when greedy)."""
+    scaled = logits.float() / (temperature if temperature > 0 else 1.0)  # [R, V]
+    picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [R]
+    return picked - scaled.logsumexp(-1)
 
 
 def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,7 +185,8 @@ def generate_rows(
     device = next(model.parameters()).device
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in rows]
-    finished = [False] * len(rows)
+    logps: list[list[float]] = [[] for _ in rows]
+    stops: list[int | None] = [None] * len(rows)
     if not rows or max_new_tokens <= 0:
         return [Generation((), False) for _ in rows]
 
@@ -136,11 +205,12 @@ def generate_rows(
 
     for step in range(max_new_tokens):
         u = torch.from_numpy(row_uniforms(row_seeds, step)).to(device)  # [A]
-        tokens = sample_next(logits, u, temperature, top_k, top_p)  # [A]
+        tokens, lp = sample_with_logprobs(logits, u, temperature, top_k, top_p)  # [A] each
         done = torch.isin(tokens, eos)  # [A]
-        for slot, tok, stop in zip(active.tolist(), tokens.tolist(), done.tolist()):
+        for slot, tok, stop, tok_lp in zip(active.tolist(), tokens.tolist(), done.tolist(), lp.tolist()):
+            logps[slot].append(tok_lp)
             if stop:
-                finished[slot] = True
+                stops[slot] = tok
             else:
                 out[slot].append(tok)
         if step == max_new_tokens - 1 or bool(done.all()):
@@ -162,4 +232,4 @@ def generate_rows(
         )
         cache = step_out.past_key_values
         logits = step_out.logits[:, -1].float()  # [A, V]
-    return [Generation(tuple(o), f) for o, f in zip(out, finished)]
+    return [Generation(tuple(o), s is not None, tuple(lp), s) for o, lp, s in zip(out, logps, stops)]

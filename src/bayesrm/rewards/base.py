@@ -52,6 +52,23 @@ class Reward(ABC):
         """Whether every stage that needs reference statistics (``fit``) has them."""
         return all(child.is_fitted() for child in self._children().values())
 
+    def needs_reference(self) -> bool:
+        """Whether some stage needs per-prompt reference levels from reference-policy samples (log_sigmoid)."""
+        return any(child.needs_reference() for child in self._children().values())
+
+    def add_reference(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> None:
+        """Add per-prompt reference levels for *new* prompts from their reference-policy samples, keeping
+        everything already fitted (standardisation, the levels of earlier prompts). Call ``fit`` first."""
+        for child in self._children().values():
+            child.add_reference(pred, prompt_ids)
+
+    def stages(self) -> list["Reward"]:
+        """This reward and every nested one, depth first."""
+        out: list[Reward] = [self]
+        for child in self._children().values():
+            out += child.stages()
+        return out
+
     def spec(self) -> str:
         """A readable, parseable description, e.g. ``std:k=2`` or ``std:k=2|log_sigmoid:q=0.85``."""
         params = [
