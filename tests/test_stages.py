@@ -138,3 +138,17 @@ def test_escaping_proxy_name_writes_nothing_outside_out(tmp_path, tiny_lm_dir, t
     out = tmp_path / "a" / "b" / "out"
     assert main(["bon", "--config", str(tmp_path / "scenario.yaml"), "--out", str(out), "--no-progress"]) == 2
     assert set(tmp_path.rglob("*")) == before  # not even --out was created
+
+
+def test_rl_resume_with_other_settings_is_refused(tmp_path, tiny_tokenizer_dir):
+    """Regression: `bayesrm rl --resume` checked only the algorithm; a changed kl_coef or lr silently mixed two runs."""
+    from transformers import AutoTokenizer
+
+    import test_rl_train as rl  # the tiny policy / scorer of the RL tests
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.bos_token, tok.eos_token = "<s>", "</s>"
+    rl.trainer(tok, tmp_path / "run", steps=1, algo="rloo").train()
+    with pytest.raises(ValueError, match=r"other settings \(changed: kl_coef, lr\)"):
+        rl.trainer(tok, tmp_path / "run", steps=2, algo="rloo", lr=0.5, kl_coef=0.7).resume()
+    assert rl.trainer(tok, tmp_path / "run", steps=2, algo="rloo").resume() == 1  # a longer run is the same run
