@@ -27,7 +27,7 @@ import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -39,6 +39,8 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_HASH_KEY = "bayesrm_config_sha256"
 """Key of the config's SHA-256 in the safetensors header metadata."""
+STAGING_PREFIX = ".bayesrm-staging-"
+"""Name prefix of the directory a checkpoint is written into before it is renamed into place."""
 BACKUP_PREFIX = ".bayesrm-replaced-"
 """Name prefix of the temporary copy of a checkpoint being replaced (the only thing save_checkpoint deletes)."""
 
@@ -67,11 +69,14 @@ def save_checkpoint(
     meta: dict[str, Any],
     tensors: dict[str, torch.Tensor],
     backbone_fingerprint: dict[str, Any] | None = None,
+    extra: Callable[[Path], None] | None = None,
 ) -> None:
     """Write config.json (kind, format version, meta, checksums) and model.safetensors atomically.
 
-    An existing checkpoint at ``directory`` is replaced; an existing directory that is not a
-    bayesrm checkpoint and is not empty is refused (its files are never deleted).
+    ``extra(staging_dir)`` writes what else belongs in the checkpoint (sub-checkpoints such as
+    ensemble members), so the whole tree appears at once or not at all. An existing checkpoint at
+    ``directory`` is replaced; an existing directory that is not a bayesrm checkpoint and is not
+    empty is refused (its files are never deleted).
     """
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
@@ -80,7 +85,7 @@ def save_checkpoint(
         raise CheckpointError(f"{directory}: holds files that are not a bayesrm checkpoint; refusing to replace them "
                               "(choose another directory or remove it yourself)")
     directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{directory.name}.", dir=directory.parent))
     tmp.chmod(0o755)
     try:
         header = json.loads(json.dumps({"bayesrm_kind": kind, "format_version": FORMAT_VERSION, **meta}))
@@ -91,6 +96,8 @@ def save_checkpoint(
         save_file(contiguous, str(weights), metadata={"bayesrm_kind": kind, CONFIG_HASH_KEY: _canonical_sha256(header)})
         header["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
         (tmp / CONFIG_NAME).write_text(json.dumps(header, indent=2, sort_keys=True), encoding="utf-8")
+        if extra is not None:
+            extra(tmp)
         if directory.exists():
             # Move the old checkpoint aside under a fresh name that only we created, then delete that.
             backup = Path(tempfile.mkdtemp(prefix=BACKUP_PREFIX + directory.name + ".", dir=directory.parent))

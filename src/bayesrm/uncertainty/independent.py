@@ -70,9 +70,11 @@ class IndependentEnsemble(EnsembleScorer, nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """config.json (+ an empty weights file) and one reward-model checkpoint per member in member_<k>/."""
         meta = ensemble_meta(self.config, self.ensemble, member_dirs=[member_dir("", k).name for k in range(len(self.models))])
-        save_checkpoint(directory, self.KIND, meta, {})
-        for k, model in enumerate(self.models):
-            model.save_pretrained(member_dir(directory, k))
+        def members(staging: Path) -> None:
+            for k, model in enumerate(self.models):
+                model.save_pretrained(member_dir(staging, k))
+
+        save_checkpoint(directory, self.KIND, meta, {}, extra=members)
 
     @classmethod
     def from_pretrained(

@@ -199,6 +199,9 @@ class RLTrainer:
     def resume(self, directory: str | Path | None = None) -> int:
         """Restore the last checkpoint; the log is cut back to it. Returns the step reached."""
         directory = Path(directory) if directory is not None else self.out_dir / CHECKPOINT_DIR
+        if not directory.exists() and not self.step:  # killed before its first checkpoint: start over
+            self._truncate_logs(0)
+            return 0
         saved = read_meta(directory).get("config", {})
         if saved.get("algo") != self.cfg.algo:
             raise ValueError(f"{directory}: checkpoint is of algo {saved.get('algo')!r}, this run is {self.cfg.algo!r}")
@@ -210,13 +213,17 @@ class RLTrainer:
         meta, reward_tensors = load_state(directory, self.policy, self.optimizer)
         load_reward_state(self.reward, reward_tensors, meta.get("reward_state", {}))
         self.step = int(meta["step"])
-        self.log.truncate_after(self.step)
+        self._truncate_logs(self.step)
         for record in self.log.read():  # the monitor's state is a function of the log: replay it
             self.monitor.update(record)
-        self.samples_log.truncate_after(self.step)
-        if self.reference is not None and self.reference.log is not None:
-            self.reference.log.truncate_after(self.step)
         return self.step
+
+    def _truncate_logs(self, step: int) -> None:
+        """Drop logged steps after ``step`` (they are redone)."""
+        self.log.truncate_after(step)
+        self.samples_log.truncate_after(step)
+        if self.reference is not None and self.reference.log is not None:
+            self.reference.log.truncate_after(step)
 
 
 def _format(record: dict[str, Any]) -> str:

@@ -72,9 +72,11 @@ class LaplaceEnsemble:
     def save_pretrained(self, directory: str | Path) -> None:
         """config.json (+ member prior precisions) and one posterior per ``member_{k}/``."""
         lams = torch.tensor([la.prior_precision for la in self.posteriors], dtype=torch.float64)
-        save_checkpoint(directory, self.KIND, {"members": len(self)}, {"prior_precision": lams})
-        for k, la in enumerate(self.posteriors):
-            la.save_pretrained(Path(directory) / f"member_{k}")
+        def members(staging: Path) -> None:
+            for k, la in enumerate(self.posteriors):
+                la.save_pretrained(staging / f"member_{k}")
+
+        save_checkpoint(directory, self.KIND, {"members": len(self)}, {"prior_precision": lams}, extra=members)
 
     @classmethod
     def from_pretrained(

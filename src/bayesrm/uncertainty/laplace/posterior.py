@@ -284,8 +284,8 @@ class LaplaceLoRA:
             "n_data": self.n_data,
             "reward_model": MODEL_SUBDIR,
         }
-        save_checkpoint(directory, self.KIND, meta, tensors, self.model.backbone_fingerprint())
-        self.model.save_pretrained(Path(directory) / MODEL_SUBDIR)
+        save_checkpoint(directory, self.KIND, meta, tensors, self.model.backbone_fingerprint(),
+                        extra=lambda staging: self.model.save_pretrained(staging / MODEL_SUBDIR))
 
     @classmethod
     def from_pretrained(
