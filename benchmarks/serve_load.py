@@ -41,6 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TOL = 1e-4
+MAX_LENGTH = 64
 
 
 def build_model(directory: Path) -> None:
@@ -48,7 +49,7 @@ def build_model(directory: Path) -> None:
     from bayesrm.uncertainty.base import EnsembleConfig
     from bayesrm.uncertainty.heads import HeadEnsemble
 
-    config = RewardModelConfig(backbone="minilm", lora_r=0, max_length=64)
+    config = RewardModelConfig(backbone="minilm", lora_r=0, max_length=MAX_LENGTH)
     HeadEnsemble.from_config(config, EnsembleConfig(members=4, seed=0)).save_pretrained(directory)
 
 
@@ -75,10 +76,11 @@ def start_server(model: Path, port: int, state_dir: Path, log: Path, limit_s: fl
         "--port", str(port), "--chat-template", "none", "--state-dir", str(state_dir), "--save-interval-s", "0",
         "--max-batch", "64", "--batch-size", "64", "--max-wait-ms", "5", "--max-text-chars", "100000",
     ]
+    seen = len(log.read_text()) if log.exists() else 0  # a restart appends to the same log
     proc = subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
-        if re.search(rf"listening on http://127\.0\.0\.1:{port}", log.read_text()):
+        if re.search(rf"listening on http://127\.0\.0\.1:{port}", log.read_text()[seen:]):
             return proc
         if proc.poll() is not None:
             raise SystemExit(f"server exited ({proc.returncode}):\n{log.read_text()[-2000:]}")
@@ -177,6 +179,7 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     log = work / "server.log"
     server = start_server(work / "model", port, work / "state", log)
+    box = {"server": server}
     figures: dict = {"requests": args.requests, "clients": args.clients, "rounds": []}
     try:
         asyncio.run(drive(url, prompts[:128], responses[:128], args.clients, run_deadline))  # warm-up
@@ -205,7 +208,6 @@ def main() -> None:
         n = min(args.kill_requests, args.requests)
         before = health(url)["state"]
         killed = {"done": False, "restarted": False, "max_count_old_server": 0}
-        box = {"server": server}
 
         def kill_half_way(answered: int, answer: dict) -> None:
             if not killed["restarted"]:  # answered by the process that is killed
@@ -241,6 +243,7 @@ def main() -> None:
         if args.out:
             Path(args.out).write_text(json.dumps(figures, indent=2) + "\n")
     finally:
+        server = box["server"]
         server.send_signal(signal.SIGTERM)
         try:
             server.wait(timeout=30)

@@ -244,3 +244,39 @@ def test_load_config_errors_name_the_file(tmp_path):
         load_config(path, "a")
     with pytest.raises(FileNotFoundError, match="cannot read"):
         load_config(Path(tmp_path / "missing.yaml"))
+
+
+def _train_option_fields() -> list[tuple[str, typing.Any]]:
+    from bayesrm.cli.common import DataOptions
+    from bayesrm.cli.train import TRAINING_OPTIONS, TrainOptions
+    from bayesrm.models.reward_model import RewardModelConfig
+    from bayesrm.training.trainer import RewardTrainingConfig
+    from bayesrm.uncertainty.base import EnsembleConfig
+
+    out = []
+    for cls in (TrainOptions, DataOptions, RewardModelConfig, EnsembleConfig, RewardTrainingConfig):
+        fields = checkable_fields(cls)
+        out += [(n, t) for n, t in fields if cls is not RewardTrainingConfig or n in TRAINING_OPTIONS]
+    return [(n, t) for n, t in out if n != "seed"]
+
+
+TRAIN_FIELDS = _train_option_fields()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(TRAIN_FIELDS).flatmap(lambda f: st.tuples(st.just(f[0]), wrong_values(f[1]))))
+def test_a_wrong_type_in_a_train_option_file_is_one_line_naming_file_and_option(tmp_path_factory, case):
+    import contextlib
+    import io
+
+    from bayesrm.cli.main import main
+
+    name, value = case
+    path = tmp_path_factory.mktemp("opts") / "train.yaml"
+    path.write_text(yaml.safe_dump({name: value}))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", "--config", str(path), "--out", str(path.parent / "out")])
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2 and len(lines) == 1 and f"train.yaml: {name}: " in lines[0], (name, value, lines)
+    assert not (path.parent / "out").exists()

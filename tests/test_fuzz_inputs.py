@@ -134,11 +134,11 @@ def test_score_command(saved_model, records, data, to_dir, capsys):
         out = Path(tmp) if to_dir else Path(tmp) / "out.jsonl"
         expected = None if to_dir else _check_records(path, "prompt", "response")
         capsys.readouterr()
-        code = main(["score", "--model", str(saved_model), "--input", str(path), "--output", str(out)])
+        code = main(["score", "--model", str(saved_model), "--input", str(path), "--out", str(out)])
         err = capsys.readouterr().err
         if expected is None:
             lines = [line for line in err.splitlines() if "error" in line]
-            assert code == 2 and len(lines) == 1 and (str(path) in lines[0] or "--output" in lines[0]), err
+            assert code == 2 and len(lines) == 1 and (str(path) in lines[0] or "--out" in lines[0]), err
             return
         assert code == 0, err
         rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]

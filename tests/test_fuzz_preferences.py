@@ -38,10 +38,11 @@ def encoders():
 
 
 def check_load(path: Path, n_records: int, encoders, *, format: str = "auto", columns=None, skip: bool = False,
-               whole_file_json: bool = False):
+               whole_file_json: bool = False, allow_empty: bool = False):
     """Load and check the outcome is one of the three allowed ones; returns the LoadResult or None."""
     try:
-        result = load_preferences(path, format=format, columns=columns, skip_invalid=skip)
+        result = load_preferences(path, format=format, columns=columns, skip_invalid=skip,
+                                  allow_empty_responses=allow_empty)
     except DataError as err:
         assert_user_error(err, path)
         assert err.file == str(path)
@@ -80,12 +81,13 @@ def check_load(path: Path, n_records: int, encoders, *, format: str = "auto", co
 @fuzz(70)
 @given(records=st.lists(preference_record(), max_size=6), data=st.data(),
        suffix=st.sampled_from([".jsonl", ".jsonl", ".ndjson", ".jsonl.gz"]),
-       format=st.sampled_from(["auto", "auto", "standard", "hh"]), columns=column_maps, skip=st.booleans())
-def test_jsonl_files(encoders, records, data, suffix, format, columns, skip):
+       format=st.sampled_from(["auto", "auto", "standard", "hh"]), columns=column_maps, skip=st.booleans(),
+       allow_empty=st.booleans())
+def test_jsonl_files(encoders, records, data, suffix, format, columns, skip, allow_empty):
     raw, n_lines = data.draw(jsonl_bytes(records))
     with tempfile.TemporaryDirectory() as tmp:
         path = write_records(Path(tmp) / f"data{suffix}", raw)
-        check_load(path, n_lines, encoders, format=format, columns=columns, skip=skip)
+        check_load(path, n_lines, encoders, format=format, columns=columns, skip=skip, allow_empty=allow_empty)
 
 
 @fuzz(30)
@@ -108,7 +110,8 @@ def test_corrupted_bytes(encoders, records, seed, suffix, skip):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"data{suffix}"
         if suffix == ".parquet":
-            _write_parquet(path, [{"prompt": "p", "chosen": "good", "rejected": "bad"}] * 3)
+            _write_parquet(path, [{"prompt": f"p{i}", "chosen": "good " * i, "rejected": "bad"} for i in range(20)],
+                           compression=("none", "snappy")[seed % 2])
             raw = path.read_bytes()
         else:
             raw = "\n".join(json.dumps(r) for r in records).encode() if "jsonl" in suffix else json.dumps(records).encode()
@@ -163,12 +166,12 @@ def _schema(kinds):
     return pa.schema([(n, types[COLUMN_KINDS[k][1]]) for n, k in kinds.items()])
 
 
-def _write_parquet(path: Path, rows, kinds=None):
+def _write_parquet(path: Path, rows, kinds=None, compression="snappy"):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     kinds = kinds or {k: "string" for k in rows[0]}
-    pq.write_table(pa.Table.from_pylist(rows, schema=_schema(kinds)), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=_schema(kinds)), path, compression=compression)
 
 
 @fuzz(25)
@@ -242,7 +245,7 @@ def test_valid_records_round_trip(encoders, prompt, chosen, rejected):
         path = Path(tmp) / "d.jsonl"
         path.write_text(json.dumps(record) + "\n", encoding="utf-8")
         result = check_load(path, 1, encoders, format="standard", skip=True)
-    valid = prompt.strip() and chosen != rejected and all(0xD800 > ord(c) or ord(c) > 0xDFFF for c in prompt)
+    valid = prompt.strip() and chosen.strip() and rejected.strip() and chosen != rejected and all(0xD800 > ord(c) or ord(c) > 0xDFFF for c in prompt)
     assert (result is not None and len(result.pairs) == 1) == bool(valid)
     if valid:
         pair = result.pairs[0]

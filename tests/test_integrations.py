@@ -40,7 +40,9 @@ def test_verl_compute_score_calls_the_server(url):
     rewards, means, stds = expected_std_reward(PROMPTS, RESPONSES)
     one = verl_integration.compute_score("chitchat", RESPONSES[0], None, {"prompt": PROMPTS[0]})
     assert one["score"] == pytest.approx(rewards[0], abs=1e-6) and one["reward_mean"] == pytest.approx(means[0], abs=1e-6)
-    batch = verl_integration.compute_score(["x"] * 4, RESPONSES, [None] * 4, [{"prompt": p} for p in PROMPTS])
+    batch = verl_integration.compute_score_batch(
+        data_sources=["x"] * 4, solution_strs=RESPONSES, ground_truths=[None] * 4, extra_infos=[{"prompt": p} for p in PROMPTS]
+    )
     assert [b["score"] for b in batch] == pytest.approx(rewards, abs=1e-6)
     assert [b["reward_std"] for b in batch] == pytest.approx(stds, abs=1e-6)
     with pytest.raises(ValueError, match="extra_info has no 'prompt'"):

@@ -247,3 +247,13 @@ def test_sum_spec_parses_terms_and_round_trips():
     assert parse_reward(reward.spec()).spec() == reward.spec()
     with pytest.raises(ValueError, match="empty term"):
         parse_reward("mean + ")
+
+
+def test_fitting_a_standardised_log_sigmoid_keeps_given_reference_levels():
+    """zscore|log_sigmoid with given levels: fit() standardises but must not replace the levels with batch quantiles."""
+    reward = parse_reward("zscore|log_sigmoid", reference={"a": 0.5, "b": -0.5})
+    pred = RewardPrediction(mean=torch.tensor([1.0, 2.0, 3.0, 4.0]), var=torch.zeros(4))
+    reward.fit(pred, ["a", "a", "b", "b"])
+    assert reward.reference == {"a": 0.5, "b": -0.5} and reward.base.standardizer is not None
+    z = (pred.mean - 2.5) / pred.mean.std(unbiased=False)
+    torch.testing.assert_close(reward(pred, ["a", "a", "b", "b"]), torch.nn.functional.logsigmoid(z - torch.tensor([0.5, 0.5, -0.5, -0.5])))

@@ -44,7 +44,7 @@ def test_cli_resume_matches_uninterrupted_and_refuses_silent_overwrites(tmp_path
     full, part = tmp_path / "full", tmp_path / "part"
     assert main(train_args(data, tiny_bert_dir, full)) == 0
     assert main(train_args(data, tiny_bert_dir, part)) == 0
-    for ckpt in (part / "checkpoints").iterdir():  # resumable state is safetensors + JSON, never a pickle
+    for ckpt in (part / "checkpoints").glob("checkpoint-*"):  # resumable state is safetensors + JSON, never a pickle
         assert not [p.name for p in ckpt.iterdir() if p.suffix in {".pt", ".pth", ".bin", ".pkl"}], ckpt
     interrupt_after_first_checkpoint(part)
 
@@ -52,11 +52,14 @@ def test_cli_resume_matches_uninterrupted_and_refuses_silent_overwrites(tmp_path
     assert main(train_args(data, tiny_bert_dir, part)) == 2  # neither --resume nor --overwrite
     assert "already holds this train run; pass --resume" in capsys.readouterr().err
     assert main(train_args(data, tiny_bert_dir, part, "--learning-rate", "0.5", "--resume")) == 2
-    assert "other settings (changed: learning_rate)" in capsys.readouterr().err
+    assert "other settings (changed: training.learning_rate)" in capsys.readouterr().err
 
     first = (part / "checkpoints" / "checkpoint-3" / "model.safetensors").stat().st_mtime_ns
     assert main(train_args(data, tiny_bert_dir, part, "--resume")) == 0
     assert "resuming from the last complete checkpoint" in capsys.readouterr().out
+    records = [json.loads(line) for line in (part / "checkpoints" / "train_log.jsonl").read_text().splitlines()]
+    logged = [r["step"] for r in records if "loss" in r]
+    assert logged == sorted(logged) and len(logged) == len(set(logged))  # redone steps are logged once
     assert (part / "checkpoints" / "checkpoint-3" / "model.safetensors").stat().st_mtime_ns == first  # steps 1-3 not redone
     a, b = weights(full), weights(part)
     assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() <= 1e-6 for k in a)

@@ -261,7 +261,7 @@ def _parquet_records(path: Path, path_str: str) -> Iterator[tuple[int, Any]]:
             for row in batch.to_pylist():
                 n += 1
                 yield n, row
-    except pa.ArrowException as err:
+    except (pa.ArrowException, UnicodeDecodeError) as err:  # damaged pages, strings that are not UTF-8
         raise DataError("unreadable", f"cannot read as Parquet after record {n}: {err}", file=path_str) from None
 
 

@@ -195,6 +195,28 @@ def load_checkpoint(
     return meta, tensors
 
 
+def update_meta(directory: str | Path, **fields: Any) -> None:
+    """Add or replace top-level fields of a saved checkpoint's config.json.
+
+    The checkpoint is verified, then rewritten atomically with fresh checksums (weights and any
+    sub-checkpoints unchanged), so a deliberate update is never mistaken for a corrupting edit.
+    """
+    directory = Path(directory)
+    meta, tensors = load_checkpoint(directory)
+    kind = meta.pop("bayesrm_kind")
+    for key in ("format_version", "weights_sha256"):
+        meta.pop(key, None)
+    fingerprint = meta.pop("backbone_fingerprint", None)
+    meta.update(fields)
+
+    def keep_the_rest(staging: Path) -> None:
+        for entry in directory.iterdir():
+            if entry.name not in (CONFIG_NAME, WEIGHTS_NAME) and not entry.name.startswith("."):
+                (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, staging / entry.name)
+
+    save_checkpoint(directory, kind, meta, tensors, fingerprint, extra=keep_the_rest)
+
+
 def _header_metadata(raw: bytes) -> dict[str, str]:
     """The ``__metadata__`` of a safetensors file's JSON header (already validated by safetensors)."""
     size = int.from_bytes(raw[:8], "little")

@@ -48,6 +48,15 @@ class Reward(ABC):
             child.fit(pred, prompt_ids)
         return self
 
+    uses_members: ClassVar[bool] = False
+    """Set by rewards that read ``RewardPrediction.members`` themselves (``min``)."""
+
+    @property
+    def needs_members(self) -> bool:
+        """Whether this reward (or a stage of it) needs ensemble members, i.e. cannot score the
+        prediction of a single model or a Laplace posterior (``members`` None)."""
+        return self.uses_members or any(child.needs_members for child in self._children().values())
+
     def is_fitted(self) -> bool:
         """Whether every stage that needs reference statistics (``fit``) has them."""
         return all(child.is_fitted() for child in self._children().values())

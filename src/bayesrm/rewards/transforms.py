@@ -129,9 +129,11 @@ class LogSigmoid(Reward):
             raise ValueError(f"LogSigmoid.q must be in [0, 1], got {self.q}")
 
     def fit(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> "LogSigmoid":
+        """Fit base, then the levels from these reference samples (given levels, a number or mapping, are kept)."""
         ids = as_prompt_list(prompt_ids, len(pred), "LogSigmoid.fit")
         self.base.fit(pred, ids)
-        self.reference = PromptReference(ids, self.base(pred, ids))
+        if self.reference is None or isinstance(self.reference, PromptReference):
+            self.reference = PromptReference(ids, self.base(pred, ids))
         return self
 
     def is_fitted(self) -> bool:

@@ -50,17 +50,28 @@ class BoNRunner:
         self.progress = progress
         self.timings: dict[str, float] = {}
         self._sampler = None
+        self._notes: list[str] | None = None
 
     # ---- bookkeeping -----------------------------------------------------------------------
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time a stage; it prints one line when done, with what was logged during it."""
         start = time.perf_counter()
-        print(f"[{self.config.name}] {name} ...", flush=True)
-        yield
-        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        outer, self._notes = self._notes, []
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
+            notes, self._notes = self._notes, outer
+            print(f"[{self.config.name}] {name}: {seconds:.1f} s" + "".join(f"; {n}" for n in notes), flush=True)
 
     def log(self, message: str) -> None:
-        print(f"[{self.config.name}]   {message}", flush=True)
+        """A note on the current stage's line (or a line of its own outside a stage)."""
+        if self._notes is not None:
+            self._notes.append(message)
+        else:
+            print(f"[{self.config.name}] {message}", flush=True)
 
     # ---- 1. prompts ------------------------------------------------------------------------
     def prompts(self) -> tuple[list[str], list[str]]:
@@ -103,11 +114,11 @@ class BoNRunner:
 
     def samples(self, prompts: list[str], n: int, what: str) -> list[list[str]]:
         """n samples per prompt, from the cache where possible."""
+        sampler = self.sampler()
         with self.stage(f"sample {what}"):
-            out = self.sampler().sample(prompts, n, progress=self.progress)
-        stats = self.sampler().stats
-        if stats.samples:
-            self.log(f"generated {stats.samples} samples so far at {stats.tokens_per_second:.0f} tok/s")
+            out = sampler.sample(prompts, n, progress=self.progress)
+            if sampler.stats.samples:
+                self.log(f"generated {sampler.stats.samples} samples so far at {sampler.stats.tokens_per_second:.0f} tok/s")
         return out
 
     # ---- 3. pairs --------------------------------------------------------------------------
@@ -167,7 +178,8 @@ class BoNRunner:
         if valid and not (directory / "metrics.json").exists():
             from bayesrm.evaluation.outputs import write_evaluation
 
-            metrics = write_evaluation(scorer, valid, directory, batch_size=64, title=f"proxy {spec.name}: validation pairs")
+            metrics = write_evaluation(scorer, valid, directory, batch_size=64, title=f"proxy {spec.name}: validation pairs",
+                                       progress=self.progress)
             self.log(f"{spec.name}{tag}: validation accuracy {metrics['accuracy']:.3f}, ECE {metrics['ece']:.3f}")
         return scorer
 
@@ -232,7 +244,7 @@ class BoNRunner:
             if point_model and spec != "mean":
                 continue  # no uncertainty: every penalty reduces to the mean
             reward = parse_reward(spec)
-            if pred.members is None and any(stage.split(":")[0].strip() == "min" for stage in spec.split("|")):
+            if pred.members is None and reward.needs_members:
                 continue  # worst-case over members needs an ensemble
             reward.fit(pred, prompt_ids)
             select = reward(pred, prompt_ids).view(P, N)

@@ -98,9 +98,8 @@ def train_model(
     if isinstance(resume, str) and method in ("two-stage", "independent"):
         raise ValueError(f"resume_from_checkpoint names one checkpoint, but method {method!r} trains several runs: resume with --resume")
     if method == "two-stage":
-        return two_stage_lora_ensemble(
-            rm_config, train_pairs, training_config, members, diversity, top_layers, seed, bootstrap, eval_pairs, bool(resume)
-        )
+        ensemble = EnsembleConfig(members=members, top_layers=top_layers, diversity=diversity, bootstrap=bootstrap, seed=seed)
+        return two_stage_lora_ensemble(rm_config, train_pairs, training_config, ensemble, eval_pairs, bool(resume))
     model = build_model(method, rm_config, members, diversity, top_layers, seed, bootstrap)
     if isinstance(model, IndependentEnsemble):
         counts = model.member_weights(torch.arange(len(train_pairs)))  # [K, N] or None
@@ -124,11 +123,7 @@ def two_stage_lora_ensemble(
     rm_config: RewardModelConfig,
     train_pairs: Sequence[PreferencePair],
     training_config: RewardTrainingConfig,
-    members: int = 5,
-    diversity: float = 0.0,
-    top_layers: int | None = None,
-    seed: int = 0,
-    bootstrap: bool = False,
+    ensemble: EnsembleConfig,
     eval_pairs: Sequence[PreferencePair] | None = None,
     resume: bool = False,
 ) -> LoRAEnsemble:
@@ -138,7 +133,6 @@ def two_stage_lora_ensemble(
     into the backbone (W <- W + (alpha/r) B A). Stage 2 trains K LoRA members (heads initialised
     from stage 1's) on the merged backbone. The stage-1 LoRA is saved with the ensemble.
     """
-    ensemble = EnsembleConfig(members=members, top_layers=top_layers, diversity=diversity, bootstrap=bootstrap, seed=seed)
     stage1 = HeadEnsemble.from_config(rm_config, dataclasses.replace(ensemble, top_layers=None, diversity=0.0))
     config1, config2 = _derive(training_config, "stage1"), _derive(training_config, "stage2")
     train_reward_model(stage1, train_pairs, config1, eval_pairs, _resume_point(config1, resume))

@@ -100,6 +100,8 @@ class HackingMonitor:
     streak: int = 0
     fired_at: int | None = None
     steps: int = 0
+    _best_at: int = field(default=0, repr=False)
+    """Index of the best smoothed gold so far (set by _gold_drop)."""
 
     def _series(self, name: str) -> list[float | None]:
         return self.history.setdefault(name, [])

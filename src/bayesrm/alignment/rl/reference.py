@@ -84,6 +84,7 @@ class ReferenceLevels:
         self.samples_per_prompt, self.batch_size = samples_per_prompt, batch_size
         self.log = JsonlLog(log_path) if log_path is not None else None
         self.state_path = Path(state_path) if state_path is not None else None
+        self._restored = False
 
     @staticmethod
     def known(reward: Reward) -> set[str]:
@@ -136,7 +137,7 @@ class ReferenceLevels:
 
     def restore(self, reward: Reward) -> None:
         """Load ``state_path`` into a reward that has no levels yet (a resumed TRL run); once per reward."""
-        if self.state_path is None or not self.state_path.is_file() or self.known(reward) or getattr(self, "_restored", False):
+        if self._restored or self.state_path is None or not self.state_path.is_file() or self.known(reward):
             return
         self._restored = True
         try:

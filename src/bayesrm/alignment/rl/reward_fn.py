@@ -7,13 +7,13 @@ rewards expose ``state_dict()`` / ``load_state_dict()``; that state is checkpoin
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
+from bayesrm.generation.prompting import prompt_key  # the one prompt id (per-prompt reward statistics)
 from bayesrm.types import Prompt, RewardPrediction, RewardScorer
 
 Reward = Callable[[RewardPrediction], torch.Tensor]
@@ -28,9 +28,6 @@ def make_reward(spec: str, params: dict[str, Any] | None = None) -> Reward:
     return parse_reward(spec, **(params or {}))
 
 
-def prompt_key(prompt: Prompt) -> str:
-    """A hashable id of a prompt (text, or the JSON of its messages), for per-prompt reward statistics."""
-    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True)
 
 
 def reward_input(reward: Reward, predictions: RewardPrediction | Sequence[RewardPrediction]) -> Any:
