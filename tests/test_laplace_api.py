@@ -137,5 +137,8 @@ def test_cli_fits_and_saves_a_posterior(fitted, pairs, tmp_path):
     args = parser.parse_args(["laplace", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "p2"), "--prior-precision", "3.5"])
     assert args.run(args) == 0
     assert LaplaceLoRA.from_pretrained(tmp_path / "p2").prior_precision == 3.5
-    with pytest.raises(SystemExit):
-        parser.parse_args(["laplace", "--model", "m", "--data", "d", "--prior-precision", "-1"])
+    # flags are generated from LaplaceConfig, which refuses a non-positive prior precision
+    args = parser.parse_args(["laplace", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "p3"), "--prior-precision", "-1"])
+    with pytest.raises(ValueError, match="prior_precision"):
+        args.run(args)
+    assert not (tmp_path / "p3" / "config.json").exists()
