@@ -32,6 +32,17 @@ from bayesrm.scenarios.config import ProxyConfig, ScenarioConfig
 from bayesrm.types import RewardPrediction
 
 
+def judge_fingerprint(judge: Any) -> str:
+    """The judge's name, plus a hash of its weights file for a reward-model judge."""
+    import hashlib
+
+    name = str(getattr(judge, "name", type(judge).__name__))
+    weights = Path(getattr(judge, "path", "")) / "model.safetensors"
+    if getattr(judge, "path", None) and weights.is_file():
+        name += ":" + hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest()
+    return name
+
+
 def save_prediction(path: Path, pred: RewardPrediction) -> None:
     tensors = {"mean": pred.mean.contiguous(), "var": pred.var.contiguous()}
     if pred.members is not None:
@@ -72,13 +83,23 @@ class BoNRunner:
     # ---- 1. prompts ------------------------------------------------------------------------
     def prompts(self) -> tuple[list[str], list[str]]:
         """(preference-data prompts, best-of-n prompts), disjoint and seeded."""
+        saved = self._prompt_sets()
+        return saved["train"], saved["bon"]
+
+    def selection_prompts(self) -> list[str]:
+        """Penalty-selection prompts (bon.selection_prompts), disjoint from the other two sets."""
+        return self._prompt_sets()["select"]
+
+    def _prompt_sets(self) -> dict[str, list[str]]:
         path = self.out / "prompts.json"
         c = self.config
-        need = c.preferences.prompts + c.bon.prompts
+        sizes = {"train": c.preferences.prompts, "bon": c.bon.prompts, "select": c.bon.selection_prompts}
+        need = sum(sizes.values())
         if path.exists():
             saved = json.loads(path.read_text())
-            if len(saved["train"]) == c.preferences.prompts and len(saved["bon"]) == c.bon.prompts:
-                return saved["train"], saved["bon"]
+            saved.setdefault("select", [])
+            if all(len(saved[k]) == n for k, n in sizes.items()):
+                return saved
         with self.stage("prompts"):
             if c.prompts.source == "chitchat":
                 from bayesrm.data.prompts import chitchat_prompts
@@ -87,13 +108,19 @@ class BoNRunner:
             else:
                 from bayesrm.data.prompts import load_prompts
 
-                pool = list(dict.fromkeys(load_prompts(c.prompts.source, c.prompts.field)))
+                files = [c.prompts.source] if isinstance(c.prompts.source, str) else list(c.prompts.source)
+                pool = list(dict.fromkeys(p for f in files for p in load_prompts(f, c.prompts.field)))
+                if c.prompts.file_max_words is not None:
+                    pool = [p for p in pool if len(p.split()) <= c.prompts.file_max_words]
                 if len(pool) < need:
                     raise ValueError(f"{c.prompts.source}: {len(pool)} distinct prompts, the scenario needs {need}")
                 random.Random(c.prompts.seed).shuffle(pool)
-            train, bon = pool[: c.preferences.prompts], pool[c.preferences.prompts : need]
-            atomic_write_text(path, json.dumps({"train": train, "bon": bon}, indent=1))
-        return train, bon
+            # train, then select, then bon: without selection prompts the sets are those of earlier versions,
+            # and more best-of-n prompts extend the set instead of reshuffling it
+            a, b = sizes["train"], sizes["train"] + sizes["select"]
+            saved = {"train": pool[:a], "select": pool[a:b], "bon": pool[b:need]}
+            atomic_write_text(path, json.dumps(saved, indent=1))
+        return saved
 
     # ---- 2. samples ------------------------------------------------------------------------
     def sampler(self):
@@ -131,7 +158,7 @@ class BoNRunner:
             with self.stage("label pairs"):
                 flat_p = [p for p, row in zip(train_prompts, samples) for _ in row]
                 flat_r = [r for row in samples for r in row]
-                gold = (sign * gold_judge.score(flat_p, flat_r).mean).view(len(train_prompts), -1).tolist()
+                gold = (sign * self.judge_scores(gold_judge, flat_p, flat_r).mean).view(len(train_prompts), -1).tolist()
                 pairs = gold_labelled_pairs(train_prompts, samples, gold, c.preferences.label_temperature,
                                             c.preferences.label_noise, seed=c.seed)
                 lines = [json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) for p in pairs]
@@ -143,6 +170,39 @@ class BoNRunner:
         if c.preferences.max_pairs is not None and c.preferences.max_pairs < len(train):
             train = random.Random(c.seed).sample(train, c.preferences.max_pairs)
         return train, list(split.test)
+
+    def judge_scores(self, judge: Any, prompts: list[str], responses: list[str], chunk: int = 256) -> RewardPrediction:
+        """Gold scores of (prompt, response) pairs through a per-text cache beside the samples
+        (``<cache_dir>/gold/<judge>.jsonl``, keyed by the judge's fingerprint and each text), so every run,
+        seed and stage that shares a sample cache scores a text with an expensive gold only once, and an
+        interrupted scoring resumes. Written in chunks of ``chunk`` texts."""
+        from bayesrm.generation.cache import slugify, stable_hash
+
+        fp = judge_fingerprint(judge)
+        path = self.cache_dir / "gold" / f"{slugify(fp)}.jsonl"
+        known: dict[str, float] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                    known[rec["key"]] = float(rec["score"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut short by a crash: rescored below
+        keys = [stable_hash([p, r]) for p, r in zip(prompts, responses)]
+        todo, seen = [], set()
+        for i, k in enumerate(keys):
+            if k not in known and k not in seen:  # one index per distinct text
+                seen.add(k)
+                todo.append(i)
+        if todo:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for start in range(0, len(todo), chunk):
+                idx = todo[start : start + chunk]
+                got = judge.score([prompts[i] for i in idx], [responses[i] for i in idx], batch_size=32, progress=self.progress).mean
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write("".join(json.dumps({"key": keys[i], "score": float(v)}) + "\n" for i, v in zip(idx, got.tolist())))
+                known.update((keys[i], float(v)) for i, v in zip(idx, got.tolist()))
+        return RewardPrediction.point(torch.tensor([known[k] for k in keys], dtype=torch.float32))
 
     # ---- 4. proxies ------------------------------------------------------------------------
     def proxy(self, spec: ProxyConfig, train: list[PreferencePair], valid: list[PreferencePair], tag: str = "") -> Any:
@@ -184,21 +244,24 @@ class BoNRunner:
                            top_layers=spec.top_layers, seed=c.seed, bootstrap=spec.bootstrap)
 
     # ---- 5. scores -------------------------------------------------------------------------
-    def bon_samples(self) -> tuple[list[str], list[str], list[str]]:
-        """(prompt ids, flat prompts [P*N], flat responses [P*N]) of the best-of-n samples."""
-        _, bon_prompts = self.prompts()
-        samples = self.samples(bon_prompts, self.config.bon.n_samples, "best-of-n")
+    def bon_samples(self, split: str = "bon") -> tuple[list[str], list[str], list[str]]:
+        """(prompt ids, flat prompts [P*N], flat responses [P*N]) of the best-of-n (or 'select') samples."""
+        prompts = self.prompts()[1] if split == "bon" else self.selection_prompts()
+        samples = self.samples(prompts, self.config.bon.n_samples, "best-of-n" if split == "bon" else "penalty selection")
         ids = [str(i) for i, row in enumerate(samples) for _ in row]
-        return ids, [p for p, row in zip(bon_prompts, samples) for _ in row], [r for row in samples for r in row]
+        return ids, [p for p, row in zip(prompts, samples) for _ in row], [r for row in samples for r in row]
 
-    def scores(self, name: str, scorer: Any) -> RewardPrediction:
-        path = self.out / "scores" / f"{name}.safetensors"
+    def scores(self, name: str, scorer: Any, split: str = "bon", gold: bool = False) -> RewardPrediction:
+        path = self.out / "scores" / ("" if split == "bon" else split) / f"{name}.safetensors"
         if path.exists():
             return load_prediction(path)
-        _, prompts, responses = self.bon_samples()
-        with self.stage(f"score {name}"):
-            pred = scorer.score(prompts, responses, batch_size=64, progress=self.progress)
-            path.parent.mkdir(exist_ok=True)
+        _, prompts, responses = self.bon_samples(split)
+        with self.stage(f"score {name}" + ("" if split == "bon" else f" ({split})")):
+            if gold:
+                pred = self.judge_scores(scorer, prompts, responses)
+            else:
+                pred = scorer.score(prompts, responses, batch_size=64, progress=self.progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
             save_prediction(path, pred)
         return pred
 
@@ -210,7 +273,8 @@ class BoNRunner:
         from bayesrm.rewards.transforms import Standardizer
 
         c = self.config
-        P, N = c.bon.prompts, c.bon.n_samples
+        N = c.bon.n_samples
+        P = len(prompt_ids) // N
         z = Standardizer.fit(pred)(pred)  # proxy in z-units, for plotting on one scale
         out = {}
         point_model = not bool((pred.var > 0).any())
@@ -236,8 +300,9 @@ class BoNRunner:
         train, valid = self.pairs(gold_judge)
         self.log(f"{len(train)} training / {len(valid)} validation preference pairs")
         prompt_ids, prompts, responses = self.bon_samples()
-        gold = self.scores("gold", gold_judge)
+        gold = self.scores("gold", gold_judge, gold=True)
         all_curves: dict[str, dict[str, Any]] = {}
+        select_curves: dict[str, dict[str, Any]] = {}
         proxy_metrics: dict[str, dict[str, float]] = {}
         for spec in c.proxies:
             scorer = self.proxy(spec, train, valid)
@@ -249,10 +314,18 @@ class BoNRunner:
                 all_curves[spec.name] = self.curves(gold, pred, prompt_ids)
                 make_bon_report(self.out / "bon" / spec.name, all_curves[spec.name], self.settings(), self.timings,
                                 seeds={"scenario": c.seed}, baseline="mean", title=f"{c.name}: best-of-n with proxy {spec.name}")
+            if c.bon.selection_prompts:
+                sel_ids = self.bon_samples("select")[0]
+                sel_gold = self.scores("gold", gold_judge, split="select", gold=True)
+                select_curves[spec.name] = self.curves(sel_gold, self.scores(spec.name, scorer, split="select"), sel_ids)
         sections = []
         if c.two_property is not None:
             sections.append(self.two_property(train, valid, gold, prompt_ids))
-        return self.summary(all_curves, proxy_metrics, sections)
+        if select_curves:
+            from bayesrm.evaluation.report import save_curves
+
+            save_curves(self.out / "select_curves.json", {f"{p}/{s}": cv for p, cs in select_curves.items() for s, cv in cs.items()})
+        return write_summary(self.out, c, all_curves, proxy_metrics, sections, self.timings, select_curves=select_curves or None)
 
     def settings(self) -> dict[str, Any]:
         c = self.config
@@ -281,7 +354,7 @@ class BoNRunner:
         train2, valid2 = self.pairs(judge2, sign=tp.sign, tag="_prop2")
         rm1 = self.proxy(map_spec, train1, valid1)
         rm2 = self.proxy(map_spec, train2, valid2, tag="_prop2")
-        gold2 = RewardPrediction.point(tp.sign * self.scores("gold_prop2", judge2).mean)
+        gold2 = RewardPrediction.point(tp.sign * self.scores("gold_prop2", judge2, gold=True).mean)
         r1, r2 = self.scores(map_spec.name, rm1), self.scores(f"{map_spec.name}_prop2", rm2)
         both = satisfies_all([gold1.mean.view(P, N), gold2.mean.view(P, N)], tp.thresholds)
         selections = {"sum of raw rewards": r1.mean + r2.mean}
@@ -314,6 +387,7 @@ def write_summary(
     sections: list[str],
     timings: dict[str, float],
     runs_note: str = "",
+    select_curves: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Top-level report: one overview plot (each proxy's mean and best penalty), tables, links."""
     from bayesrm.alignment.bon import paired_difference
@@ -350,6 +424,11 @@ def write_summary(
     if (out / "bon").is_dir():
         lines += ["Per-proxy reports: " + ", ".join(f"[{p}](bon/{p}/report.md)" for p in all_curves), ""]
     lines += sections
+    if select_curves is not None or c.bon.selection_prompts == 0:
+        from bayesrm.scenarios.selection import study_sections
+
+        baseline = next((p.name for p in c.proxies if p.method == "map" and p.name in all_curves), "map")
+        lines += study_sections(all_curves, select_curves, c.bon.n_boot, c.seed, out, baseline=baseline)[0]
     if timings:
         lines += ["## Timings (this run; cached stages take ~0 s)", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
@@ -384,4 +463,13 @@ def seeds_summary(out: Path, config: ScenarioConfig, seed_dirs: dict[int, Path])
     note = (f"Pooled over seeds {sorted(seed_dirs)} (preference labels, training, tie-breaking): each prompt's "
             "estimate is averaged over seeds, bands are bootstrapped over prompts. Per-seed reports: "
             + ", ".join(f"[seed {s}]({d.name}/report.md)" for s, d in sorted(seed_dirs.items())) + ".")
-    return write_summary(out, config, all_curves, proxy_metrics, [], {}, runs_note=note)
+    select_curves: dict[str, dict[str, Any]] | None = None
+    select_files = [d / "select_curves.json" for d in seed_dirs.values()]
+    if config.bon.selection_prompts and all(f.exists() for f in select_files):
+        per_seed_sel = [load_curves(f) for f in select_files]
+        select_curves = {}
+        for name in [n for n in per_seed_sel[0] if all(n in cs for cs in per_seed_sel)]:
+            proxy, _, spec = name.partition("/")
+            select_curves.setdefault(proxy, {})[spec] = average_over_seeds(
+                [cs[name] for cs in per_seed_sel], n_boot=config.bon.n_boot, seed=config.seed)
+    return write_summary(out, config, all_curves, proxy_metrics, [], {}, runs_note=note, select_curves=select_curves)

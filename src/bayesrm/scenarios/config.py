@@ -20,7 +20,7 @@ from bayesrm.fileio import read_yaml_mapping
 from bayesrm.generation.sampler import SamplingConfig
 from bayesrm.models.reward_model import RewardModelConfig
 
-BUILTIN = ("sentiment",)
+BUILTIN = ("helpful", "sentiment")
 PROXY_METHODS = ("map", "heads", "lora-ensemble", "independent", "two-stage", "laplace")
 
 
@@ -28,14 +28,17 @@ PROXY_METHODS = ("map", "heads", "lora-ensemble", "independent", "two-stage", "l
 class PromptConfig:
     """Where prompts come from. Preference-data prompts and best-of-n prompts never overlap."""
 
-    source: str = "chitchat"
-    """'chitchat' (real chat messages, package chitchat-dataset) or a JSONL / JSON / TXT prompt file."""
+    source: str | list[str] = "chitchat"
+    """'chitchat' (real chat messages, package chitchat-dataset), a JSONL / JSON / TXT prompt file, or a
+    list of prompt files (pooled, duplicates dropped). Relative paths are read from the working directory."""
     field: str | None = None
     """Field holding the prompt in a JSONL / JSON file (e.g. 'instruction')."""
     min_words: int = 4
     """chitchat: shortest message kept, in words."""
     max_words: int = 30
     """chitchat: longest message kept, in words."""
+    file_max_words: int | None = None
+    """Prompt files: drop prompts longer than this many words (None keeps every prompt)."""
     seed: int = 0
     """Seeds which prompts are drawn; kept apart from the scenario seed so that runs with several
     seeds share prompts and samples."""
@@ -95,6 +98,9 @@ class BoNConfig:
     """Conservative rewards (bayesrm.rewards specs) each proxy selects with."""
     n_boot: int = 1000
     """Bootstrap resamples over prompts for the confidence bands."""
+    selection_prompts: int = 0
+    """Penalty-selection prompts (disjoint from the preference and best-of-n prompts), N samples each:
+    each proxy's conservative reward (e.g. its k) is chosen on them, never on the best-of-n prompts. 0: off."""
 
 
 @dataclass
@@ -122,7 +128,8 @@ class ScenarioConfig:
     policy: str = "smollm2"
     """Policy: 'smollm2' (embedded SmolLM2-135M-Instruct) or a local causal-LM directory."""
     gold: str = "vader"
-    """Gold judge: vader | textblob:polarity | textblob:subjectivity | rm:/path/to/saved/model."""
+    """Gold judge: vader | textblob:polarity | textblob:subjectivity | rm:helpful (the embedded gold reward
+    model) | rm:/path/to/saved/model."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     sampling: dict[str, Any] = field(default_factory=dict)
     """SamplingConfig fields (max_new_tokens, temperature, top_p, top_k, batch_size, seed). The sampling seed is
@@ -169,6 +176,8 @@ class ScenarioConfig:
             raise ValueError(f"scenario {self.name!r}: bon needs n_samples >= 2 and prompts >= 1")
         if max(self.bon_ns()) > self.bon.n_samples:
             raise ValueError(f"scenario {self.name!r}: bon.ns goes above n_samples={self.bon.n_samples}")
+        if self.bon.selection_prompts < 0:
+            raise ValueError(f"scenario {self.name!r}: bon.selection_prompts must be >= 0")
         if self.preferences.samples_per_prompt < 2:
             raise ValueError(f"scenario {self.name!r}: preferences.samples_per_prompt must be >= 2")
         self.sampling_config()
