@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from bayesrm.generation import CacheError, PolicySampler, SamplingConfig, generate_rows, sample_next
+from bayesrm.generation import PolicySampler, SamplingConfig, generate_rows, sample_next
 from bayesrm.generation.sampler import sample_seed
 
 PROMPTS = ["hello how are you", "what do you think of the cat", "thanks", "why is the dog sad"]
@@ -136,14 +137,17 @@ def test_sampler_shapes_determinism_and_seeds(lm, tokenizer):
     assert c.sample(PROMPTS, 3, progress=False) != out[:4]
 
 
-def test_sampler_records_equal_direct_generation(lm, tokenizer):
-    cfg = SamplingConfig(max_new_tokens=30, batch_size=8, seed=1)
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_sampler_records_equal_direct_generation(lm, tokenizer, dtype):
+    cfg = SamplingConfig(max_new_tokens=30, batch_size=8, seed=1, dtype=dtype)
     sampler = PolicySampler(lm, tokenizer, "tiny", cfg)
+    assert sampler.dtype == dtype and next(lm.parameters()).dtype == torch.float32  # the caller's model is not cast
+    reference = lm if dtype == "fp32" else copy.deepcopy(lm).to(torch.bfloat16)
     records = sampler.sample_records(PROMPTS, 4, progress=False)
     for prompt, row in zip(PROMPTS, records):
         ids = tokenizer(prompt)["input_ids"]
         seeds = [sample_seed(1, prompt, i) for i in range(4)]
-        gens = generate_rows(lm, [ids], [0] * 4, seeds, [tokenizer.eos_token_id], tokenizer.pad_token_id, 30)
+        gens = generate_rows(reference, [ids], [0] * 4, seeds, [tokenizer.eos_token_id], tokenizer.pad_token_id, 30)
         for rec, g in zip(row, gens):
             assert rec.num_tokens == len(g.token_ids) <= 30
             assert rec.finished == g.finished
@@ -219,15 +223,27 @@ def test_cut_short_last_line_is_dropped_and_regenerated(lm, tokenizer, tmp_path)
     assert all(json.loads(line) for line in path.read_text().splitlines())
 
 
-def test_corrupt_cache_line_names_file_and_line(lm, tokenizer, tmp_path):
-    cfg = SamplingConfig(max_new_tokens=5)
-    PolicySampler(lm, tokenizer, "tiny", cfg, cache_dir=tmp_path).sample(PROMPTS[:2], 2, progress=False)
+@pytest.mark.parametrize("bad_line", [
+    b'{"prompt": "x", "index": 0}\n',                      # a missing field
+    b'{"prompt": "x", "ind\xff\xfe": 0, "text": 1}\n',    # invalid UTF-8 bytes
+    b'{"prompt": "hello how are you", "index": 0, "text": "a", "num_tokens": 1, "finished": "no"}\n',  # wrong type
+    b'{"prompt": "hello how are\n',                          # a torn line with whole lines after it
+])
+def test_corrupt_middle_cache_line_is_dropped_and_only_its_sample_regenerated(lm, tokenizer, tmp_path, caplog, bad_line):
+    cfg = SamplingConfig(max_new_tokens=5, batch_size=16)
+    out = PolicySampler(lm, tokenizer, "tiny", cfg, cache_dir=tmp_path).sample(PROMPTS[:2], 2, progress=False)
     path = _cache_file(tmp_path)
-    lines = path.read_text().splitlines(keepends=True)
-    lines[1] = '{"prompt": "x", "index": 0}\n'
-    path.write_text("".join(lines))
-    with pytest.raises(CacheError, match=rf"{path.name}, line 2: bad or missing field"):
-        PolicySampler(lm, tokenizer, "tiny", cfg, cache_dir=tmp_path)
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 4
+    lines[1] = bad_line  # the second sample is lost; the three around it are good
+    path.write_bytes(b"".join(lines))
+    with caplog.at_level("WARNING", logger="bayesrm.generation.cache"):
+        sampler = PolicySampler(lm, tokenizer, "tiny", cfg, cache_dir=tmp_path)
+    assert [n for n, _ in sampler.cache.dropped] == [2] and len(sampler.cache) == 3
+    assert f"{path}: dropped 1 corrupt cache line(s): line 2" in caplog.text
+    calls = _counting(sampler)
+    assert sampler.sample(PROMPTS[:2], 2, progress=False) == out
+    assert calls == [1]  # only the lost sample was generated again
 
 
 def test_bad_sampling_config():

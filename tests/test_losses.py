@@ -35,6 +35,14 @@ def test_ensemble_targets_members_mean_and_weights():
     assert weighted.item() == pytest.approx((nll(2) + (nll(0) + nll(3)) / 2) / 2)
 
 
+def test_mean_target_refuses_bootstrap_weights():
+    """The ensemble-mean loss has no per-member term, so bootstrap weights would be silently dropped."""
+    rw, rl = torch.tensor([[2.0, 0.0], [0.0, 3.0]]), torch.zeros(2, 2)
+    with pytest.raises(ValueError, match="bootstrap"):
+        bradley_terry_loss(rw, rl, target="mean", member_weights=torch.ones(2, 2))
+    bradley_terry_loss(rw[0], rl[0], target="mean", member_weights=torch.ones(2, 2))  # a point model: no ensemble, no weights used
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="target"):
         bradley_terry_loss(torch.zeros(2), torch.zeros(2), target="median")

@@ -1,10 +1,10 @@
-"""Comparison of RL runs (bayesrm.alignment.rl.compare and `bayesrm report --rl`) on hand-made logs."""
+"""Comparison of RL runs (bayesrm.evaluation.rl_compare and `bayesrm report --rl`) on hand-made logs."""
 
 import json
 
 import pytest
 
-from bayesrm.alignment.rl.compare import kl_bins, load_runs, moving_average, summarise, write_comparison
+from bayesrm.evaluation.rl_compare import kl_bins, load_runs, moving_average, summarise, write_comparison
 from bayesrm.cli.main import main
 
 
@@ -60,6 +60,28 @@ def test_cli_writes_plot_table_and_json(tmp_path, capsys):
     assert saved["methods"][0]["seeds"] == 2
     table = (out / "rl_comparison.md").read_text()
     assert "| map | 2 | 4 |" in table and "| up | 1 | 4 |" in table
+
+
+def test_cli_reports_runs_without_gold_and_names_their_logs(tmp_path, capsys):
+    """`gold: null` logs (and logs without a gold key) used to give a TypeError."""
+    write_log(tmp_path / "g", kls=[0.0, 0.1, 0.2], golds=[0.1, 0.2, 0.3], proxies=[0.0, 0.1, 0.2])
+    write_log(tmp_path / "n", kls=[0.0, 0.1, 0.2], golds=[None, None, None], proxies=[0.0, 0.2, 0.4])
+    (tmp_path / "k").mkdir()
+    (tmp_path / "k" / "log.jsonl").write_text("".join(json.dumps({"step": i, "kl_k3": 0.1 * i, "proxy": 0.5}) + "\n" for i in (1, 2)))
+    out = tmp_path / "cmp"
+    code = main(["report", "--rl", f"gold={tmp_path / 'g'}", f"nogold={tmp_path / 'n'},{tmp_path / 'k'}",
+                 "--out", str(out), "--window", "1", "--kl-bins", "1"])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert str(tmp_path / "n" / "log.jsonl") in err and str(tmp_path / "k" / "log.jsonl") in err
+    assert str(tmp_path / "g" / "log.jsonl") not in err
+    saved = json.loads((out / "rl_comparison.json").read_text())
+    gold, nogold = saved["methods"]
+    assert gold["gold_end"] == pytest.approx(0.3) and nogold["gold_end"] is None and nogold["best_gold"] is None
+    assert nogold["proxy_end"] == pytest.approx((0.4 + 0.5) / 2)  # per-seed means of the last step, then over seeds
+    assert nogold["n_by_bin"] == [5] and nogold["gold_by_bin"] == [None]  # 3 steps of n + 2 of k, none with gold
+    table = (out / "rl_comparison.md").read_text()
+    assert "| nogold | 2 | 2 | " in table and "- -> -" in table and "no gold reward" in table.lower()
 
 
 def test_cli_names_a_missing_log(tmp_path, capsys):

@@ -85,6 +85,31 @@ def test_kl_estimators_hand_computed():
     assert L.kl_squared_loss(logp, ref, mask).item() == pytest.approx((0.25 + 1.0) / 2)
 
 
+def test_eq15_sequence_loss_squares_the_sequence_log_ratio_by_hand():
+    """UP-RLHF eq. 15 as written, beta1 E_y[(sum_t log pi - log pi_ref)^2], against the per-token variant."""
+    logp = torch.tensor([[-1.0, -2.0, -4.0], [-0.5, -0.5, -3.0]], requires_grad=True)
+    ref = torch.tensor([[-1.5, -1.0, 0.0], [-1.0, -1.0, -1.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    # log-ratios: row 0: 0.5, -1.0, (masked); row 1: 0.5, 0.5, -2.0 -> sums -0.5 and -1.0
+    seq = L.kl_squared_sequence_loss(logp, ref, mask)
+    assert seq.item() == pytest.approx(((-0.5) ** 2 + (-1.0) ** 2) / 2)
+    assert L.kl_squared_loss(logp, ref, mask).item() == pytest.approx((0.25 + 1.0 + 0.25 + 0.25 + 4.0) / 5)
+    seq.backward()  # d/d logp_bt = 2 s_b / B on real tokens, 0 on padding
+    expected = torch.tensor([[-0.5, -0.5, 0.0], [-1.0, -1.0, -1.0]])
+    torch.testing.assert_close(logp.grad, expected)
+
+
+def test_rl_config_names_the_kl_forms_and_presets():
+    with pytest.raises(ValueError, match="seq_loss.*token_loss"):
+        RLConfig(kl_mode="loss")
+    assert RLConfig().reward == "mean" and RLConfig().kl_mode == "penalty"  # no penalty hidden in the defaults
+    up = RLConfig.preset("up-rlhf", kl_coef=0.1)
+    assert (up.reward, up.kl_mode, up.kl_coef) == ("up:beta2=1.0", "seq_loss", 0.1)
+    assert RLConfig.preset("rlhf").kl_mode == "penalty"
+    with pytest.raises(ValueError, match="presets"):
+        RLConfig.preset("ppo-max")
+
+
 def test_kl_estimators_are_unbiased_for_the_closed_form():
     g = torch.Generator().manual_seed(0)
     p = torch.softmax(torch.randn(6, generator=g), 0)

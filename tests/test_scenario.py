@@ -19,12 +19,12 @@ def test_builtin_scenario_and_presets_load():
 
 
 @pytest.mark.parametrize(("preset", "proxy", "kl_mode"), [
-    ("rl-small-map", "map", "penalty"), ("rl-small-up", "diverse", "loss"), ("rl-small-laplace", "laplace", "penalty"),
+    ("rl-small-map", "map", "penalty"), ("rl-small-up", "diverse", "token_loss"), ("rl-small-laplace", "laplace", "penalty"),
 ])
 def test_rl_presets_resolve_to_the_comparison_runs(preset, proxy, kl_mode):
-    from bayesrm.alignment.rl import RLConfig, make_reward
+    from bayesrm.alignment.rl import make_reward
 
-    cfg = RLConfig.from_yaml("sentiment", {"seed": 1}, preset=preset)
+    cfg = load_scenario("sentiment", preset=preset, overrides={"rl": {"seed": 1}}).rl
     assert cfg.proxy.endswith(f"runs/demo/proxies/{proxy}/model") and cfg.kl_mode == kl_mode
     assert cfg.algo == "rloo" and cfg.seed == 1 and cfg.steps == 40
     reward = make_reward(cfg.reward, cfg.reward_params)
@@ -34,7 +34,7 @@ def test_rl_presets_resolve_to_the_comparison_runs(preset, proxy, kl_mode):
 def test_scenario_errors_name_the_key(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text("name: x\nbon: {prompts: 2, n_sampels: 8}\n")
-    with pytest.raises(ValueError, match=r"s.yaml.bon: unknown key\(s\) \['n_sampels'\]"):
+    with pytest.raises(ValueError, match=r"s.yaml: bon.n_sampels: unknown key \(did you mean 'n_samples'\?\)"):
         load_scenario(str(bad))
     bad.write_text("name: x\nproxies: [{name: lap, method: laplace}]\n")
     with pytest.raises(ValueError, match="needs base"):

@@ -8,6 +8,7 @@ functions of a RewardPrediction; nothing downstream reaches into a model's inter
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, Sequence, Union, runtime_checkable
 
 import torch
@@ -92,6 +93,30 @@ class RewardPrediction:
             var=torch.cat([p.var for p in parts]),
             members=members,
         )
+
+    def save(self, path: str | Path) -> None:
+        """Write mean / var (/ members) to a safetensors file atomically (readers see the old file or the new one)."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        tensors = {"mean": self.mean.contiguous(), "var": self.var.contiguous()}
+        if self.members is not None:
+            tensors["members"] = self.members.contiguous()
+        tmp = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RewardPrediction":
+        """Read what :meth:`save` wrote; a missing or corrupt file is a ValueError naming it."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            t = load_file(str(path))
+            return cls(mean=t["mean"], var=t["var"], members=t.get("members"))
+        except (SafetensorError, OSError, KeyError, ValueError) as err:
+            raise ValueError(f"{path}: not a saved RewardPrediction ({err})") from err
 
     def to_dict(self) -> dict[str, list]:
         """Plain-Python form for JSON output."""

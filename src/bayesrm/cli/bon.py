@@ -25,22 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bayesrm.scenarios.bon import BoNRunner, seeds_summary
     from bayesrm.scenarios.config import load_scenario
+    from bayesrm.scenarios.summary import run_scenario
 
     config = load_scenario(args.config, preset=args.preset)
     out = Path(args.out or f"runs/{config.name}{'-' + args.preset if args.preset else ''}")
-    seeds = args.seeds or [config.seed]
-    reports, seed_dirs = [], {}
-    for seed in seeds:
-        config.seed = seed
-        target = out / f"seed{seed}" if args.seeds else out
-        runner = BoNRunner(config, target, progress=not args.no_progress, cache_dir=args.samples or out / "samples")
-        reports.append(runner.run())
-        seed_dirs[seed] = target
-    if len(seed_dirs) > 1:
-        config.seed = seeds[0]
-        reports.append(seeds_summary(out, config, seed_dirs))
-    for report in reports:
+    for report in run_scenario(config, out, args.seeds, progress=not args.no_progress, cache_dir=args.samples):
         print(f"report: {report}")
     return 0

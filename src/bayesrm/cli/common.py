@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,20 +74,3 @@ def load_split(args: argparse.Namespace) -> dict[str, list[PreferencePair]]:
     train_fraction = 1.0 - opts.test_fraction - opts.validation_fraction
     splits = split_pairs(pairs, fractions=(train_fraction, opts.validation_fraction, opts.test_fraction), seed=opts.split_seed)
     return {"train": list(splits.train), "validation": list(splits.validation), "test": list(splits.test)}
-
-
-def write_evaluation(scorer: Any, pairs: list[PreferencePair], out_dir: Path, batch_size: int, title: str) -> dict[str, float]:
-    """Evaluate on pairs; write metrics.json and reliability.png into out_dir; return the metrics."""
-    from bayesrm.evaluation.calibration import reliability_diagram
-    from bayesrm.evaluation.evaluate import evaluate_preferences
-
-    result = evaluate_preferences(scorer, pairs, batch_size=batch_size, progress=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(result.metrics, indent=2))
-    reliability_diagram(result.probabilities, out_dir / "reliability.png", title=title)
-    return result.metrics
-
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    keys = ["n", "accuracy", "nll", "brier", "ece", "ece_uprlhf"]
-    return "  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics.get(k), float) else f"{k}={metrics.get(k)}" for k in keys if k in metrics)

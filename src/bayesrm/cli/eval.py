@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bayesrm.cli.common import add_data_options, format_metrics, load_split, write_evaluation
+from bayesrm.cli.common import add_data_options, load_split
+from bayesrm.evaluation.outputs import format_metrics, write_evaluation
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

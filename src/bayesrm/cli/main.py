@@ -10,7 +10,7 @@ import sys
 
 from bayesrm import __version__
 
-SUBCOMMANDS = ["train", "laplace", "score", "eval", "bon", "report", "rl", "demo"]
+SUBCOMMANDS = ["train", "laplace", "score", "eval", "bon", "report", "rl", "serve", "demo"]
 """Modules under bayesrm.cli, in the order --help lists them."""
 
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, KeyError)
@@ -32,16 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from bayesrm.cli.options import parse_with_config
+    from bayesrm.cli.options import apply_config
 
     parser = build_parser()
-    args = parse_with_config(parser, argv)
+    args = parser.parse_args(argv)
     try:
+        apply_config(parser, args)  # a missing or bad --config file is a user error too
         return int(args.run(args) or 0)
     except USER_ERRORS as err:
         if args.show_traceback:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        message = f"missing key {err.args[0]!r}" if isinstance(err, KeyError) and err.args else err
         print(f"bayesrm {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

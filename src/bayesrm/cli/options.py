@@ -107,15 +107,73 @@ def load_yaml_defaults(path: str | Path) -> dict[str, Any]:
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse argv; values from ``--config`` fill in what the command line leaves unset.
+    """Parse argv; values from ``--config`` fill in what the command line leaves unset (see :func:`apply_config`)."""
+    args = parser.parse_args(argv)
+    apply_config(parser, args)
+    return args
+
+
+def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Fill in options the command line left unset from the ``--config`` YAML file.
 
     Only for subcommands that declare ``set_defaults(config_holds_options=True)``; for others
-    (``bon``, ``rl``) --config names a scenario file that they read themselves.
+    (``bon``, ``rl``) --config names a scenario file that they read themselves. A value for an option
+    is converted as the option's flag would convert it (``skip_invalid: "false"`` is False, not a true
+    string); one it cannot convert raises ValueError naming the file and key.
     """
-    args = parser.parse_args(argv)
     config_path = getattr(args, "config", None)
-    if config_path and getattr(args, "config_holds_options", False):
-        for key, value in load_yaml_defaults(config_path).items():
-            if not hasattr(args, key):
-                setattr(args, key, value)
-    return args
+    if not (config_path and getattr(args, "config_holds_options", False)):
+        return
+    actions = _subcommand_actions(parser, getattr(args, "command", None))
+    for key, value in load_yaml_defaults(config_path).items():
+        if hasattr(args, key):
+            continue
+        action = actions.get(key)
+        setattr(args, key, _coerce(action, value, f"{config_path}: {key}") if action is not None else value)
+
+
+def _subcommand_actions(parser: argparse.ArgumentParser, command: str | None) -> dict[str, argparse.Action]:
+    """dest -> action of the subcommand's parser (or of ``parser`` itself when it has no subcommands)."""
+    target = parser
+    for action in parser._actions:  # argparse keeps subparsers only here
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            target = action.choices[command]
+    return {a.dest: a for a in target._actions}
+
+
+def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
+    if action.nargs in ("+", "*"):
+        return [_coerce_one(action.type, v, where) for v in (value if isinstance(value, list) else [value])]
+    return _coerce_one(action.type, value, where)
+
+
+def _coerce_one(kind: Any, value: Any, where: str) -> Any:
+    if kind is None or value is None:
+        return value
+    if kind is _parse_bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return _parse_bool(value)
+            except argparse.ArgumentTypeError as err:
+                raise ValueError(f"{where}: {err}") from None
+        raise ValueError(f"{where}: expected true/false, got {value!r}")
+    if kind in (int, float):
+        ok = isinstance(value, (int, str)) or (kind is float and isinstance(value, float))
+        if isinstance(value, bool) or not ok:
+            raise ValueError(f"{where}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}")
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(f"{where}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
+    if kind is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{where}: expected a single value, got {type(value).__name__}")
+        return str(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ValueError(f"{where}: expected a single value, got {value!r}")
+    try:
+        return kind(str(value))
+    except (argparse.ArgumentTypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None

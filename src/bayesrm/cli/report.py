@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -48,11 +49,14 @@ def parse_rl_runs(items: list[str]) -> dict[str, list[str]]:
 
 def run(args: argparse.Namespace) -> int:
     if args.rl:
-        from bayesrm.alignment.rl.compare import write_comparison
+        from bayesrm.evaluation.rl_compare import write_comparison
 
         if args.window < 1 or args.kl_bins < 1:
             raise ValueError("--window and --kl-bins must be at least 1")
         paths = write_comparison(parse_rl_runs(args.rl), args.out, window=args.window, n_bins=args.kl_bins)
+        no_gold = json.loads(Path(paths["json"]).read_text()).get("logs_without_gold")
+        if no_gold:
+            print(f"note: no gold reward in {', '.join(no_gold)} (their gold columns are '-')", file=sys.stderr)
         print(json.dumps({k: str(v) for k, v in paths.items()}, indent=2))
         return 0
     from bayesrm.evaluation.report import load_curves, make_bon_report

@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", dest="rl_steps", type=int, metavar="N", help="Override rl.steps (total steps of the run).")
     p.add_argument(
         "--set", dest="rl_set", nargs="+", default=[], metavar="KEY=VALUE",
-        help="Override any rl field, e.g. --set kl_mode=loss kl_coef=0.1 (values parsed as YAML).",
+        help="Override any rl field, e.g. --set kl_mode=seq_loss kl_coef=0.1 (values parsed as YAML).",
     )
     p.add_argument("--quiet", dest="rl_quiet", action="store_true", help="Do not print a line per step.")
     p.set_defaults(run=run)
@@ -50,14 +50,18 @@ def collect_overrides(items: list[str], **flags: Any) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bayesrm.alignment.rl import RLConfig, RLTrainer, make_reward
+    from bayesrm.alignment.rl import RLTrainer, make_reward
     from bayesrm.data.prompts import prompt_source
     from bayesrm.evaluation.gold import make_judge
     from bayesrm.models.policy import load_policy
     from bayesrm.registry import load_scorer
 
+    from bayesrm.scenarios.config import load_scenario
+
     overrides = collect_overrides(args.rl_set, algo=args.rl_algo, steps=args.rl_steps)
-    cfg = RLConfig.from_yaml(args.config, overrides, preset=args.rl_preset)
+    cfg = load_scenario(args.config, preset=args.rl_preset, overrides={"rl": overrides} if overrides else None).rl
+    if cfg is None:
+        raise ValueError(f"{args.config}: no 'rl:' section")
     for name in ("proxy", "prompts"):  # prompts: a .txt / .jsonl / .json file, or chitchat:N
         if getattr(cfg, name) is None:
             raise ValueError(f"{args.config}: rl.{name} is required")

@@ -7,7 +7,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bayesrm.cli.common import add_data_options, format_metrics, load_split, write_evaluation
+from bayesrm.cli.common import add_data_options, load_split
+from bayesrm.evaluation.outputs import format_metrics, write_evaluation
 from bayesrm.cli.options import add_dataclass_options, build_dataclass
 from bayesrm.models.reward_model import RewardModelConfig
 from bayesrm.training.trainer import RewardTrainingConfig

@@ -35,6 +35,7 @@ import gzip
 import json
 import math
 import os
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,7 +178,7 @@ def _parsed_records(path: str | Path, split: str | None, parse: Callable[[dict, 
                 yield DataError(err.reason, err.detail, file=path_str, line=n, field=err.field, record=is_record)
                 continue
             yield parsed
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise DataError("unreadable", f"cannot read: {err}", file=path_str) from err
 
 
@@ -213,26 +214,37 @@ def _jsonl_records(path: Path, opener: Any) -> Iterator[tuple[int, Any]]:
             if not raw.strip():
                 continue
             try:
-                yield n, json.loads(raw)
-            except json.JSONDecodeError as err:
-                yield n, DataError("malformed JSON", f"malformed JSON: {err.msg} at column {err.colno}")
-            except UnicodeDecodeError as err:
-                yield n, DataError("malformed JSON", f"malformed JSON: invalid UTF-8 ({err.reason})")
+                yield n, _loads(raw)
+            except DataError as err:
+                yield n, err
 
 
 def _json_records(path: Path, path_str: str, opener: Any) -> Iterator[tuple[int, Any]]:
     with opener(path, "rb") as fh:
         raw = fh.read()
     try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise DataError("malformed JSON", f"malformed JSON: {err.msg} at column {err.colno}",
-                        file=path_str, line=err.lineno) from None
-    except UnicodeDecodeError as err:
-        raise DataError("malformed JSON", f"malformed JSON: invalid UTF-8 ({err.reason})", file=path_str) from None
+        data = _loads(raw)
+    except DataError as err:
+        raise DataError(err.reason, err.detail, file=path_str, line=err.line) from None
     if not isinstance(data, list):
         raise DataError("wrong type", f"expected a JSON list of records, got {type(data).__name__}", file=path_str)
     yield from enumerate(data, 1)
+
+
+def _loads(raw: bytes) -> Any:
+    """json.loads with every failure as DataError("malformed JSON") (``line`` set to the JSON text's own
+    line for syntax errors): bad syntax, invalid UTF-8, nesting too deep for the parser, or an integer
+    literal too long to convert."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise DataError("malformed JSON", f"malformed JSON: {err.msg} at column {err.colno}", line=err.lineno) from None
+    except UnicodeDecodeError as err:
+        raise DataError("malformed JSON", f"malformed JSON: invalid UTF-8 ({err.reason})") from None
+    except RecursionError:
+        raise DataError("malformed JSON", "malformed JSON: nested too deeply to parse") from None
+    except ValueError as err:  # e.g. an integer literal over Python's 4300-digit limit
+        raise DataError("malformed JSON", f"malformed JSON: {err}") from None
 
 
 def _parquet_records(path: Path, path_str: str) -> Iterator[tuple[int, Any]]:
@@ -244,10 +256,13 @@ def _parquet_records(path: Path, path_str: str) -> Iterator[tuple[int, Any]]:
     except pa.ArrowException as err:
         raise DataError("unreadable", f"cannot read as Parquet: {err}", file=path_str) from None
     n = 0
-    for batch in reader.iter_batches(batch_size=1024):
-        for row in batch.to_pylist():
-            n += 1
-            yield n, row
+    try:
+        for batch in reader.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+    except pa.ArrowException as err:
+        raise DataError("unreadable", f"cannot read as Parquet after record {n}: {err}", file=path_str) from None
 
 
 def _dataset_records(path: Path, path_str: str, split: str | None) -> Iterator[tuple[int, Any]]:
@@ -311,9 +326,21 @@ def _get(record: dict, key: str) -> Any:
     return value
 
 
+def _unicode(value: str, key: str, what: str = "") -> str:
+    """value, if it is valid Unicode text: JSON escapes such as ``"\\ud800"`` can produce a lone UTF-16
+    surrogate, which no tokenizer encodes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataError("invalid unicode", f"{what}lone surrogate {value[err.start]!r} at character {err.start} "
+                        "(not valid Unicode text)", field=key) from None
+    return value
+
+
 def _text(value: Any, key: str, what: str = "", allow_empty: bool = False) -> str:
     if not isinstance(value, str):
         raise DataError("wrong type", f"{what}expected a string, got {type(value).__name__}", field=key)
+    _unicode(value, key, what)
     if not allow_empty and not value.strip():
         raise DataError("empty string", f"{what}empty or whitespace-only string", field=key)
     return value
@@ -333,6 +360,7 @@ def _messages(value: list, key: str) -> list[Message]:
             if not isinstance(msg[part], str):
                 raise DataError("wrong type", f"message {i}: {part!r} must be a string, "
                                 f"got {type(msg[part]).__name__}", field=key)
+            _unicode(msg[part], key, f"message {i}: {part!r}: ")
         out.append({"role": msg["role"], "content": msg["content"]})
     return out
 
@@ -363,9 +391,13 @@ def _margin(record: dict, key: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DataError("wrong type", f"expected a number, got {type(value).__name__}", field=key)
-    if not math.isfinite(value):
-        raise DataError("non-finite margin", f"margin must be finite, got {value}", field=key)
-    return float(value)
+    try:
+        margin = float(value)
+    except OverflowError:  # an integer beyond float range
+        margin = math.inf
+    if not math.isfinite(margin):
+        raise DataError("non-finite margin", f"margin must be finite, got {margin}", field=key)
+    return margin
 
 
 def _split_dialogues(record: dict, ckey: str, rkey: str, allow_empty: bool) -> tuple[Prompt, str, str]:

@@ -97,9 +97,32 @@ def _pick(item: Any, field: str | None, **loc: Any) -> str:
         raise DataError("not an object", f"expected a string or an object, got {type(item).__name__}", **loc)
     if not isinstance(value, str):
         raise DataError("not a string", f"expected a string, got {type(value).__name__}", **loc, field=name)
+    _check_unicode(value, name, **loc)
     if not value.strip():
         raise DataError("empty string", "empty prompt", **loc, field=name)
     return value
+
+
+def _check_unicode(value: str, name: str | None, **loc: Any) -> None:
+    """Reject a lone UTF-16 surrogate (a JSON escape such as ``"\\ud800"``): no tokenizer encodes it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise DataError("invalid unicode", f"lone surrogate {value[err.start]!r} at character {err.start} "
+                        "(not valid Unicode text)", **loc, field=name) from None
+
+
+def _json(text: str, **loc: Any) -> Any:
+    """json.loads with every failure (bad syntax, nesting too deep, an over-long integer) as DataError."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        loc.setdefault("line", err.lineno)
+        raise DataError("invalid JSON", f"invalid JSON ({err.msg})", **loc) from None
+    except RecursionError:
+        raise DataError("invalid JSON", "invalid JSON (nested too deeply to parse)", **loc) from None
+    except ValueError as err:
+        raise DataError("invalid JSON", f"invalid JSON ({err})", **loc) from None
 
 
 def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
@@ -112,12 +135,16 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError("no such file", "no such prompt file", file=path)
-    text = path.read_text(encoding="utf-8")
+    raw = path.read_bytes()
+    if raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark, as some editors write
+        raw = raw[3:]
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise DataError("invalid UTF-8", f"invalid UTF-8 ({err.reason}) at byte {err.start}", file=path, line=line) from None
     if path.suffix == ".json":
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError("invalid JSON", f"invalid JSON ({err.msg})", file=path, line=err.lineno) from err
+        records = _json(text, file=path)
         if not isinstance(records, list):
             raise DataError("not a list", "a .json prompt file must hold a list of prompts", file=path)
         prompts = [_pick(r, field, file=path, line=i, record=True) for i, r in enumerate(records, start=1)]
@@ -126,10 +153,7 @@ def load_prompts(path: str | Path, field: str | None = None) -> list[str]:
         for lineno, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError("invalid JSON", f"invalid JSON ({err.msg})", file=path, line=lineno) from err
+            record = _json(line, file=path, line=lineno)
             prompts.append(_pick(record, field, file=path, line=lineno))
     else:
         if field is not None:

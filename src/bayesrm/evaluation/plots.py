@@ -14,7 +14,8 @@ from bayesrm.alignment.bon import GOLD, PROXY, BoNCurve, kl_bon
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#F0E442"]
 
 
-def _figure(ncols: int, width: float = 5.2, height: float = 4.3):
+def figure(ncols: int, width: float = 5.2, height: float = 4.3):
+    """(figure, [ncols] axes) on an Agg canvas, one row; save with ``fig.savefig(path)``."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -73,7 +74,7 @@ def plot_bon(
     """
     _check(curves, GOLD)
     _check(curves, PROXY)
-    fig, (ax_gold, ax_proxy) = _figure(2)
+    fig, (ax_gold, ax_proxy) = figure(2)
     for i, (name, curve) in enumerate(curves.items()):
         color = PALETTE[i % len(PALETTE)]
         _band_line(ax_gold, curve, GOLD, color, "-", name)
@@ -100,7 +101,7 @@ def plot_stat(
     have = {name: c for name, c in curves.items() if stat in c.stats}
     if not have:
         raise ValueError(f"no curve has the statistic '{stat}' (curves: {sorted(curves)})")
-    fig, (ax,) = _figure(1, width=6.0)
+    fig, (ax,) = figure(1, width=6.0)
     for i, (name, curve) in enumerate(curves.items()):
         if name in have:
             _band_line(ax, curve, stat, PALETTE[i % len(PALETTE)], "-", name)
@@ -116,7 +117,7 @@ def plot_scaling_fits(curves: Mapping[str, BoNCurve], fits: Mapping[str, object]
     import numpy as np
 
     _check(curves, GOLD)
-    fig, (ax,) = _figure(1, width=6.5)
+    fig, (ax,) = figure(1, width=6.5)
     for i, (name, curve) in enumerate(curves.items()):
         color = PALETTE[i % len(PALETTE)]
         band = curve.stats[GOLD]

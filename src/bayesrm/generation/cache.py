@@ -5,13 +5,16 @@ Layout: ``<cache_dir>/<model slug>-<weights fingerprint>/<settings hash>.jsonl``
 ``{"prompt": key, "index": i, "text": ..., "num_tokens": k, "finished": bool}``, appended and
 flushed after every batch: an interrupted run resumes where it stopped, and asking for more
 samples per prompt only generates the missing indices. A last line cut short by a crash is
-dropped on the next load; any other malformed line is an error naming the file and line.
+dropped on the next load; any other corrupt line (bad JSON, invalid UTF-8, a wrong field) is
+skipped, counted in ``SampleCache.dropped`` and logged with the file and line, so that only its
+sample is generated again and the good samples around it are kept.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 from dataclasses import asdict, dataclass
@@ -24,8 +27,32 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
 
+logger = logging.getLogger(__name__)
+
+
 class CacheError(ValueError):
-    """A cache file that cannot be read (names the file and line)."""
+    """A cache file that cannot be read at all (names the file)."""
+
+
+def _parse_line(line: bytes) -> tuple[tuple[str, int], "Sample"]:
+    """(key, sample) of one cache line; ValueError saying what is wrong with it."""
+    try:
+        rec = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"invalid UTF-8: {err.reason}") from None
+    except RecursionError:
+        raise ValueError("invalid JSON: nested too deeply") from None
+    except ValueError as err:  # JSONDecodeError, over-long integers
+        raise ValueError(f"invalid JSON: {getattr(err, 'msg', err)}") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"expected an object, got {type(rec).__name__}")
+    types = {"prompt": str, "index": int, "text": str, "num_tokens": int, "finished": bool}
+    for name, kind in types.items():
+        value = rec.get(name)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            raise ValueError(f"field {name!r}: expected {'a non-negative integer' if kind is int else kind.__name__}, "
+                             f"got {value!r:.40}")
+    return (rec["prompt"], rec["index"]), Sample(text=rec["text"], num_tokens=rec["num_tokens"], finished=rec["finished"])
 
 
 @dataclass(frozen=True)
@@ -54,6 +81,8 @@ class SampleCache:
     def __init__(self, path: str | Path | None, settings: dict[str, Any] | None = None):
         self.path = Path(path) if path is not None else None
         self._entries: dict[tuple[str, int], Sample] = {}
+        self.dropped: list[tuple[int, str]] = []
+        """(line number, reason) of each corrupt line skipped on load (a torn last line is not counted)."""
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,23 +105,28 @@ class SampleCache:
 
     def _load(self) -> None:
         assert self.path is not None
-        raw = self.path.read_bytes()
+        try:
+            raw = self.path.read_bytes()
+        except OSError as err:
+            raise CacheError(f"{self.path}: cannot read the sample cache ({err.strerror})") from err
         if raw and not raw.endswith(b"\n"):  # a write cut short by a crash: drop the partial line
             raw = raw[: raw.rfind(b"\n") + 1]
             with open(self.path, "r+b") as f:
                 f.truncate(len(raw))
-        for lineno, line in enumerate(raw.decode("utf-8").split("\n"), start=1):
+        for lineno, line in enumerate(raw.split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                rec = json.loads(line)
-                key = (rec["prompt"], int(rec["index"]))
-                sample = Sample(text=rec["text"], num_tokens=int(rec["num_tokens"]), finished=bool(rec["finished"]))
-            except json.JSONDecodeError as err:
-                raise CacheError(f"{self.path}, line {lineno}: invalid JSON ({err.msg}); delete the file to regenerate") from err
-            except (KeyError, TypeError, ValueError) as err:
-                raise CacheError(f"{self.path}, line {lineno}: bad or missing field ({err!r}); delete the file to regenerate") from err
+                key, sample = _parse_line(line)
+            except ValueError as err:  # the record is dropped; its sample is generated again
+                self.dropped.append((lineno, str(err)))
+                continue
             self._entries[key] = sample
+        if self.dropped:
+            where = ", ".join(f"line {n} ({why})" for n, why in self.dropped[:3])
+            more = f" and {len(self.dropped) - 3} more" if len(self.dropped) > 3 else ""
+            logger.warning("%s: dropped %d corrupt cache line(s): %s%s; their samples will be generated again",
+                           self.path, len(self.dropped), where, more)
 
     def __contains__(self, key: tuple[str, int]) -> bool:
         return key in self._entries

@@ -11,11 +11,13 @@ Why a hand-written loop rather than ``model.generate``:
 
 A token is drawn by inverting the CDF of the (temperature / top-k / top-p filtered) softmax with
 one uniform u in [0, 1): token = min{i : cdf_i > u * cdf_V}, an exact categorical sample.
+Each sampled token's log-prob log softmax(logits / T)[token] (T = 1 when greedy; before top-k /
+top-p filtering, i.e. under the policy pi that RL's losses use) is returned with it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -29,10 +31,18 @@ _M2 = np.uint64(0x94D049BB133111EB)
 
 @dataclass(frozen=True)
 class Generation:
-    """One sampled response: its token ids (without the stop token) and whether EOS ended it."""
+    """One sampled response: its token ids (without the stop token) and whether a stop token ended it.
+
+    ``logprobs`` holds log pi(token | prefix) of every sampled token, the stop token included
+    (``len(token_ids) + finished`` values; empty when the backend does not report them), and
+    ``stop_id`` the stop token that ended it (None when unfinished). Equality compares the tokens
+    only: log-probs carry floating-point differences of batched matmuls.
+    """
 
     token_ids: tuple[int, ...]
     finished: bool
+    logprobs: tuple[float, ...] = field(default=(), compare=False)
+    stop_id: int | None = None
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
@@ -81,6 +91,13 @@ def sample_next(
     return idx.squeeze(-1)
 
 
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log softmax(logits / T)[token]: logits [R, V], tokens [R] -> [R] float32 (T = 1 when greedy)."""
+    scaled = logits.float() / (temperature if temperature > 0 else 1.0)  # [R, V]
+    picked = scaled.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)  # [R]
+    return picked - scaled.logsumexp(-1)
+
+
 def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and attention mask, both [N, T]."""
     width = max(len(s) for s in seqs)
@@ -117,7 +134,8 @@ def generate_rows(
     device = next(model.parameters()).device
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in rows]
-    finished = [False] * len(rows)
+    logps: list[list[float]] = [[] for _ in rows]
+    stops: list[int | None] = [None] * len(rows)
     if not rows or max_new_tokens <= 0:
         return [Generation((), False) for _ in rows]
 
@@ -138,9 +156,11 @@ def generate_rows(
         u = torch.from_numpy(row_uniforms(row_seeds, step)).to(device)  # [A]
         tokens = sample_next(logits, u, temperature, top_k, top_p)  # [A]
         done = torch.isin(tokens, eos)  # [A]
-        for slot, tok, stop in zip(active.tolist(), tokens.tolist(), done.tolist()):
+        lp = token_logprobs(logits, tokens, temperature)  # [A]
+        for slot, tok, stop, tok_lp in zip(active.tolist(), tokens.tolist(), done.tolist(), lp.tolist()):
+            logps[slot].append(tok_lp)
             if stop:
-                finished[slot] = True
+                stops[slot] = tok
             else:
                 out[slot].append(tok)
         if step == max_new_tokens - 1 or bool(done.all()):
@@ -162,4 +182,4 @@ def generate_rows(
         )
         cache = step_out.past_key_values
         logits = step_out.logits[:, -1].float()  # [A, V]
-    return [Generation(tuple(o), f) for o, f in zip(out, finished)]
+    return [Generation(tuple(o), s is not None, tuple(lp), s) for o, lp, s in zip(out, logps, stops)]

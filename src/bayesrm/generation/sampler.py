@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from bayesrm.generation.cache import Sample, SampleCache, stable_hash
 from bayesrm.generation.decoding import Generation, generate_rows
+from bayesrm.generation.precision import DTYPES, model_in_dtype, resolve_dtype
 from bayesrm.types import Prompt
 
 
@@ -38,6 +39,9 @@ class SamplingConfig:
     """Sequences decoded together; samples of several prompts share a batch. Results do not depend on it."""
     seed: int = 0
     """Base seed; sample i of prompt x uses the stream seeded by (seed, x, i)."""
+    dtype: str = "auto"
+    """Precision of sampling: fp32 | bf16 | auto (bf16 on CUDA and on CPUs with AMX / AVX-512 BF16, else
+    fp32; see bayesrm.generation.precision). The resolved dtype is part of the cache key."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -50,11 +54,17 @@ class SamplingConfig:
             raise ValueError(f"top_k must be >= 0, got {self.top_k}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
 
-    def cache_settings(self) -> dict[str, Any]:
-        """The settings that change what is sampled (everything but batch_size)."""
+    def cache_settings(self, dtype: str) -> dict[str, Any]:
+        """The settings that change what is sampled: everything but batch_size, with the resolved
+        ``dtype`` (fp32 | bf16) in place of the requested one. fp32 is left out of the key, so
+        caches written before the option existed (all fp32) stay valid."""
         settings = asdict(self)
-        del settings["batch_size"]
+        del settings["batch_size"], settings["dtype"]
+        if dtype != "fp32":
+            settings["dtype"] = dtype
         return settings
 
 
@@ -99,17 +109,23 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 
 
 class TransformersBackend:
-    """Plain PyTorch + transformers: the KV-cached, prefix-sharing loop of :mod:`decoding`."""
+    """Plain PyTorch + transformers: the KV-cached, prefix-sharing loop of :mod:`decoding`.
+
+    dtype fp32 | bf16: the precision to sample in; a model in another dtype is copied and cast
+    (the given model is left as it is and is what the fingerprint describes).
+    """
 
     name = "transformers"
 
-    def __init__(self, model: torch.nn.Module, eos_ids: Sequence[int], pad_id: int):
-        self.model = model
+    def __init__(self, model: torch.nn.Module, eos_ids: Sequence[int], pad_id: int, dtype: str = "fp32"):
+        self.source = model
+        self.dtype = dtype
+        self.model = model_in_dtype(model, dtype)
         self.eos_ids = list(eos_ids)
         self.pad_id = pad_id
 
     def fingerprint(self) -> str:
-        return weights_fingerprint(self.model)
+        return weights_fingerprint(self.source)
 
     def generate(
         self, prompt_ids: Sequence[Sequence[int]], rows: Sequence[int], seeds: Sequence[int], config: SamplingConfig
@@ -156,7 +172,8 @@ class PolicySampler:
     a changed model never reads another's samples (the fingerprint is taken at construction, about
     1 s per 500 MB of weights: build a new sampler after changing the weights, e.g. after an RL
     step). cache_dir None keeps samples in memory only.
-    Prompts are rendered with the tokenizer's chat template when it has one.
+    Prompts are rendered with the tokenizer's chat template when it has one. ``self.dtype`` is the
+    precision samples are drawn in (config.dtype resolved for the model's device).
     """
 
     def __init__(
@@ -176,7 +193,7 @@ class PolicySampler:
         self.eos_ids = stop_token_ids(model, tokenizer)
         self.backend = self._make_backend(model)
         settings = {
-            **self.config.cache_settings(),
+            **self.config.cache_settings(self.dtype),
             "backend": self.backend.name,
             "chat_template": stable_hash(getattr(tokenizer, "chat_template", None)),
             "eos_ids": self.eos_ids,
@@ -191,9 +208,12 @@ class PolicySampler:
         from bayesrm.generation import vllm_backend
 
         if vllm_backend.is_vllm_model(model):
-            return vllm_backend.VLLMBackend(model, self.model_id)
+            backend = vllm_backend.VLLMBackend(model, self.model_id)
+            self.dtype = backend.dtype  # vLLM's precision is fixed when the LLM is built
+            return backend
+        self.dtype = resolve_dtype(self.config.dtype, next(model.parameters()).device)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        return TransformersBackend(model, self.eos_ids, pad)
+        return TransformersBackend(model, self.eos_ids, pad, self.dtype)
 
     def encode_prompt(self, prompt: Prompt) -> list[int]:
         """Token ids of a prompt: chat template (with the generation prompt) when the tokenizer has one."""

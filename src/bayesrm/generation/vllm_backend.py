@@ -31,6 +31,8 @@ class VLLMBackend:
     def __init__(self, llm: Any, model_id: str):
         self.llm = llm
         self.model_id = model_id
+        dtype = str(getattr(llm.llm_engine.model_config, "dtype", "unknown"))
+        self.dtype = {"torch.float32": "fp32", "torch.bfloat16": "bf16"}.get(dtype, dtype.removeprefix("torch."))
 
     def fingerprint(self) -> str:
         model_config = self.llm.llm_engine.model_config

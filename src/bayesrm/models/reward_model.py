@@ -16,7 +16,7 @@ from torch import nn
 
 from bayesrm.data.encoding import PairEncoder
 from bayesrm.models import backbones
-from bayesrm.models.checkpoint import load_checkpoint, save_checkpoint
+from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from bayesrm.models.scoring import score_rewards
 from bayesrm.types import Prompt, RewardPrediction
 
@@ -177,6 +177,8 @@ class RewardModel(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "RewardModel":
         meta, tensors = load_checkpoint(directory, cls.KIND)
+        if not isinstance(meta.get("model"), dict):
+            raise CheckpointError(f"{Path(directory) / 'config.json'}: field 'model' missing or not an object")
         model = cls.from_config(RewardModelConfig.from_dict(meta["model"]))
         model.load_saved_state(tensors, directory, meta.get("backbone_fingerprint"))
         return model.to(device)

@@ -15,20 +15,21 @@ so curves of different proxies share one scale.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import time
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
 
+from bayesrm.config import to_mapping
 from bayesrm.data.schema import PreferencePair
 from bayesrm.fileio import atomic_write_text
 from bayesrm.scenarios.config import ProxyConfig, ScenarioConfig
+from bayesrm.scenarios.summary import write_summary
 from bayesrm.types import RewardPrediction
 
 
@@ -41,20 +42,6 @@ def judge_fingerprint(judge: Any) -> str:
     if getattr(judge, "path", None) and weights.is_file():
         name += ":" + hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest()
     return name
-
-
-def save_prediction(path: Path, pred: RewardPrediction) -> None:
-    tensors = {"mean": pred.mean.contiguous(), "var": pred.var.contiguous()}
-    if pred.members is not None:
-        tensors["members"] = pred.members.contiguous()
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
-
-
-def load_prediction(path: Path) -> RewardPrediction:
-    t = load_file(str(path))
-    return RewardPrediction(mean=t["mean"], var=t["var"], members=t.get("members"))
 
 
 class BoNRunner:
@@ -130,7 +117,7 @@ class BoNRunner:
 
             with self.stage("load policy"):
                 model, tokenizer = load_policy(self.config.policy)
-                self._sampler = PolicySampler(model, tokenizer, self.config.policy, self.config.sampling_config(),
+                self._sampler = PolicySampler(model, tokenizer, self.config.policy, self.config.sampling,
                                               cache_dir=self.cache_dir)
         return self._sampler
 
@@ -216,14 +203,13 @@ class BoNRunner:
             scorer = self._train_proxy(spec, train, tag)
             scorer.save_pretrained(directory / "model")
             if valid:
-                from bayesrm.cli.common import write_evaluation
+                from bayesrm.evaluation.outputs import write_evaluation
 
                 metrics = write_evaluation(scorer, valid, directory, batch_size=64, title=f"proxy {spec.name}: validation pairs")
                 self.log(f"{spec.name}{tag}: validation accuracy {metrics['accuracy']:.3f}, ECE {metrics['ece']:.3f}")
         return scorer
 
     def _train_proxy(self, spec: ProxyConfig, train: list[PreferencePair], tag: str) -> Any:
-        from bayesrm.training.trainer import RewardTrainingConfig
         from bayesrm.uncertainty.factory import train_model
 
         c = self.config
@@ -232,16 +218,17 @@ class BoNRunner:
 
             base_spec = next(p for p in c.proxies if p.name == spec.base)
             base = self.proxy(base_spec, train, [], tag)
-            laplace = LaplaceLoRA(base, prior_precision=spec.prior_precision or 1.0)
+            laplace = LaplaceLoRA(base, **dataclasses.asdict(spec.laplace))
             laplace.fit(train, progress=self.progress)
-            if spec.prior_precision is None:
+            if spec.fit_prior:
                 self.log(f"{spec.name}{tag}: prior precision {laplace.optimize_prior_precision():.3g} (max. marginal likelihood)")
             return laplace
-        training = RewardTrainingConfig(**{"seed": c.seed, "logging_steps": 20, "use_cpu": not torch.cuda.is_available(),
-                                           **c.training, "output_dir": str(self.out / "proxies" / f"{spec.name}{tag}" / "checkpoints"),
-                                           "disable_tqdm": not self.progress})
-        return train_model(spec.method, c.model_config(), train, training, members=spec.members, diversity=spec.diversity,
-                           top_layers=spec.top_layers, seed=c.seed, bootstrap=spec.bootstrap)
+        training = dataclasses.replace(c.training, seed=c.seed, use_cpu=c.training.use_cpu or not torch.cuda.is_available(),
+                                       output_dir=str(self.out / "proxies" / f"{spec.name}{tag}" / "checkpoints"),
+                                       disable_tqdm=not self.progress)
+        e = spec.ensemble
+        return train_model(spec.method, c.model, train, training, members=e.members, diversity=e.diversity,
+                           top_layers=e.top_layers, seed=c.seed, bootstrap=e.bootstrap)
 
     # ---- 5. scores -------------------------------------------------------------------------
     def bon_samples(self, split: str = "bon") -> tuple[list[str], list[str], list[str]]:
@@ -254,7 +241,7 @@ class BoNRunner:
     def scores(self, name: str, scorer: Any, split: str = "bon", gold: bool = False) -> RewardPrediction:
         path = self.out / "scores" / ("" if split == "bon" else split) / f"{name}.safetensors"
         if path.exists():
-            return load_prediction(path)
+            return RewardPrediction.load(path)
         _, prompts, responses = self.bon_samples(split)
         with self.stage(f"score {name}" + ("" if split == "bon" else f" ({split})")):
             if gold:
@@ -262,7 +249,7 @@ class BoNRunner:
             else:
                 pred = scorer.score(prompts, responses, batch_size=64, progress=self.progress)
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_prediction(path, pred)
+            pred.save(path)
         return pred
 
     # ---- 6. curves and report --------------------------------------------------------------
@@ -329,11 +316,11 @@ class BoNRunner:
 
     def settings(self) -> dict[str, Any]:
         c = self.config
-        return {"scenario": c.name, "policy": c.policy, "gold": c.gold, "sampling": json.dumps(c.sampling),
+        return {"scenario": c.name, "policy": c.policy, "gold": c.gold, "sampling": json.dumps(to_mapping(c.sampling)),
                 "preference prompts x samples": f"{c.preferences.prompts} x {c.preferences.samples_per_prompt}",
                 "label temperature / noise": f"{c.preferences.label_temperature} / {c.preferences.label_noise}",
-                "best-of-n prompts x N": f"{c.bon.prompts} x {c.bon.n_samples}", "reward model": json.dumps(c.model),
-                "training": json.dumps(c.training), "proxies": ", ".join(f"{p.name} ({p.method})" for p in c.proxies),
+                "best-of-n prompts x N": f"{c.bon.prompts} x {c.bon.n_samples}", "reward model": json.dumps(to_mapping(c.model, changed_only=True)),
+                "training": json.dumps(to_mapping(c.training, changed_only=True)), "proxies": ", ".join(f"{p.name} ({p.method})" for p in c.proxies),
                 "seed": c.seed}
 
     def summary(self, all_curves: dict[str, dict[str, Any]], proxy_metrics: dict[str, dict[str, float]], sections: list[str]) -> Path:
@@ -377,99 +364,3 @@ class BoNRunner:
             band = curve.stats["p_all"]
             lines.append(f"| {name} | " + " | ".join(f"{float(m):.3f}" for m in band.mean) + " |")
         return "\n".join(lines) + "\n"
-
-
-def write_summary(
-    out: Path,
-    config: ScenarioConfig,
-    all_curves: dict[str, dict[str, Any]],
-    proxy_metrics: dict[str, dict[str, float]],
-    sections: list[str],
-    timings: dict[str, float],
-    runs_note: str = "",
-    select_curves: dict[str, dict[str, Any]] | None = None,
-) -> Path:
-    """Top-level report: one overview plot (each proxy's mean and best penalty), tables, links."""
-    from bayesrm.alignment.bon import paired_difference
-    from bayesrm.evaluation.plots import plot_bon
-
-    c = config
-    flat = {f"{proxy}/{spec}": curve for proxy, curves in all_curves.items() for spec, curve in curves.items()}
-    overview = {}
-    for proxy, curves in all_curves.items():
-        overview[f"{proxy}/mean"] = curves["mean"]
-        best = max((s for s in curves if s != "mean"), key=lambda s: float(curves[s].stats["gold"].mean[-1]), default=None)
-        if best is not None:
-            overview[f"{proxy}/{best}"] = curves[best]
-    plot_bon(overview, out / "bon.png", title=f"{c.name}: gold (solid) and proxy (dashed) reward of best-of-n")
-    ns = c.bon_ns()
-    lines = [f"# {c.name}: best-of-n overoptimization", "",
-             f"Policy `{c.policy}`, gold `{c.gold}`, {c.bon.prompts} prompts x N = {c.bon.n_samples} samples; "
-             f"E[gold of best-of-n] by the unbiased estimator over all subsets, {int(100 * 0.95)}% bootstrap bands over prompts. "
-             "Proxy rewards in z-units of each proxy." + (f" {runs_note}" if runs_note else ""), "", "![overview](bon.png)", ""]
-    if proxy_metrics:
-        lines += ["## Proxies on held-out gold-labelled pairs", "", "| proxy | accuracy | NLL | ECE |", "|---|---|---|---|"]
-        lines += [f"| {n} | {m['accuracy']:.3f} | {m['nll']:.3f} | {m['ece']:.3f} |" for n, m in proxy_metrics.items()]
-        lines.append("")
-    lines += ["## Gold reward of the best-of-n pick", "", "| proxy / reward | " + " | ".join(f"n={n}" for n in ns) + " | peak n | gain over mean at n=" + str(ns[-1]) + " |",
-              "|---" * (len(ns) + 3) + "|"]
-    for proxy, curves in all_curves.items():
-        for spec, curve in curves.items():
-            g = curve.stats["gold"]
-            peak = ns[int(torch.argmax(g.mean))]
-            gain = paired_difference(curve, curves["mean"], n_boot=c.bon.n_boot, seed=c.seed)
-            gain_txt = "" if spec == "mean" else f"{float(gain.mean[-1]):+.3f} [{float(gain.lo[-1]):+.3f}, {float(gain.hi[-1]):+.3f}]"
-            lines.append(f"| {proxy} / `{spec}` | " + " | ".join(f"{float(v):.3f}" for v in g.mean) + f" | {peak} | {gain_txt} |")
-    lines.append("")
-    if (out / "bon").is_dir():
-        lines += ["Per-proxy reports: " + ", ".join(f"[{p}](bon/{p}/report.md)" for p in all_curves), ""]
-    lines += sections
-    if select_curves is not None or c.bon.selection_prompts == 0:
-        from bayesrm.scenarios.selection import study_sections
-
-        baseline = next((p.name for p in c.proxies if p.method == "map" and p.name in all_curves), "map")
-        lines += study_sections(all_curves, select_curves, c.bon.n_boot, c.seed, out, baseline=baseline)[0]
-    if timings:
-        lines += ["## Timings (this run; cached stages take ~0 s)", "", "| stage | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
-    lines += ["", "## Settings", "", "```json", json.dumps(asdict(c), indent=1), "```", ""]
-    path = out / "report.md"
-    atomic_write_text(path, "\n".join(lines))
-    (out / "timings.json").write_text(json.dumps(timings, indent=1))
-    from bayesrm.evaluation.report import save_curves
-
-    save_curves(out / "curves.json", flat)
-    return path
-
-
-def seeds_summary(out: Path, config: ScenarioConfig, seed_dirs: dict[int, Path]) -> Path:
-    """Pool runs with different seeds (same prompts and samples): per prompt, each estimate is
-    averaged over seeds, then bootstrapped over prompts; proxy metrics are averaged."""
-    from bayesrm.alignment.bon import average_over_seeds
-    from bayesrm.evaluation.report import load_curves
-
-    per_seed = [load_curves(d / "curves.json") for d in seed_dirs.values()]
-    names = [n for n in per_seed[0] if all(n in curves for curves in per_seed)]
-    all_curves: dict[str, dict[str, Any]] = {}
-    for name in names:
-        proxy, _, spec = name.partition("/")
-        all_curves.setdefault(proxy, {})[spec] = average_over_seeds(
-            [curves[name] for curves in per_seed], n_boot=config.bon.n_boot, seed=config.seed)
-    proxy_metrics: dict[str, dict[str, float]] = {}
-    for proxy in all_curves:
-        found = [json.loads(p.read_text()) for d in seed_dirs.values() if (p := d / "proxies" / proxy / "metrics.json").exists()]
-        if found:
-            proxy_metrics[proxy] = {k: sum(m[k] for m in found) / len(found) for k in ("accuracy", "nll", "ece")}
-    note = (f"Pooled over seeds {sorted(seed_dirs)} (preference labels, training, tie-breaking): each prompt's "
-            "estimate is averaged over seeds, bands are bootstrapped over prompts. Per-seed reports: "
-            + ", ".join(f"[seed {s}]({d.name}/report.md)" for s, d in sorted(seed_dirs.items())) + ".")
-    select_curves: dict[str, dict[str, Any]] | None = None
-    select_files = [d / "select_curves.json" for d in seed_dirs.values()]
-    if config.bon.selection_prompts and all(f.exists() for f in select_files):
-        per_seed_sel = [load_curves(f) for f in select_files]
-        select_curves = {}
-        for name in [n for n in per_seed_sel[0] if all(n in cs for cs in per_seed_sel)]:
-            proxy, _, spec = name.partition("/")
-            select_curves.setdefault(proxy, {})[spec] = average_over_seeds(
-                [cs[name] for cs in per_seed_sel], n_boot=config.bon.n_boot, seed=config.seed)
-    return write_summary(out, config, all_curves, proxy_metrics, [], {}, runs_note=note, select_curves=select_curves)

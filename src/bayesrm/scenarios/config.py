@@ -8,20 +8,28 @@ the overrides into the base settings.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-
-from bayesrm.fileio import read_yaml_mapping
+from bayesrm.alignment.rl.config import RLConfig
+from bayesrm.config import ConfigError, from_mapping, load_config
 from bayesrm.generation.sampler import SamplingConfig
 from bayesrm.models.reward_model import RewardModelConfig
+from bayesrm.training.trainer import RewardTrainingConfig
+from bayesrm.uncertainty.base import EnsembleConfig
+from bayesrm.uncertainty.factory import Method
+from bayesrm.uncertainty.laplace.posterior import LaplaceConfig
 
 BUILTIN = ("helpful", "sentiment")
-PROXY_METHODS = ("map", "heads", "lora-ensemble", "independent", "two-stage", "laplace")
+ProxyMethod = Literal[Method, "laplace"]
+"""A proxy is trained by one of the factory's methods, or is a Laplace posterior on a trained map proxy."""
+ENSEMBLE_KEYS = ("members", "top_layers", "diversity", "bootstrap")
+LAPLACE_KEYS = ("include_head", "low_rank", "kfac", "prior_precision")
+RUNNER_OWNED_TRAINING = {"seed": "set the scenario's top-level seed (it seeds training)",
+                         "output_dir": "the runner trains into OUT/proxies/<name>/checkpoints"}
 
 
 @dataclass
@@ -64,24 +72,42 @@ class PreferenceConfig:
 
 @dataclass
 class ProxyConfig:
-    """One proxy reward model trained on the gold-labelled pairs."""
+    """One proxy reward model trained on the gold-labelled pairs.
+
+    The flat form of older scenario files (``{name: e, method: lora-ensemble, members: 5}``,
+    ``prior_precision: 1.0``) is still read: ensemble keys go to ``ensemble``, Laplace keys to
+    ``laplace``, and a given ``prior_precision`` fixes the prior (``fit_prior: false``).
+    """
 
     name: str = "map"
     """Label used in reports and file names."""
-    method: str = "map"
-    """map | heads | lora-ensemble | independent | two-stage | laplace (a K-FAC posterior on a trained map proxy)."""
-    members: int = 5
-    """Ensemble size K."""
-    diversity: float = 0.0
-    """lambda of the nuclear-norm diversity term (LoRA ensembles; UP-RLHF eq. 12)."""
-    top_layers: int | None = None
-    """LoRA ensembles: adapt only the top L blocks."""
-    bootstrap: bool = False
-    """Ensembles: Poisson(1) bootstrap resample per member."""
+    method: ProxyMethod = "map"
+    """A training method (bayesrm.uncertainty.factory.METHODS) or 'laplace' (a K-FAC posterior on a trained map proxy)."""
     base: str | None = None
     """laplace: name of the map proxy the posterior is fitted on."""
-    prior_precision: float | None = None
-    """laplace: fixed prior precision; None maximises the marginal likelihood."""
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    """Ensemble methods: members, top_layers, diversity, bootstrap (its seed is the scenario seed)."""
+    laplace: LaplaceConfig = field(default_factory=LaplaceConfig)
+    """laplace: the posterior's settings (include_head, low_rank, kfac, prior_precision)."""
+    fit_prior: bool = True
+    """laplace: choose the prior precision by maximising the marginal likelihood; false keeps laplace.prior_precision."""
+
+    @classmethod
+    def prepare_mapping(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+        """Move the flat keys of older files into ``ensemble`` / ``laplace``."""
+        for section, keys in (("ensemble", ENSEMBLE_KEYS), ("laplace", LAPLACE_KEYS)):
+            flat = {k: data.pop(k) for k in keys if k in data}
+            if "prior_precision" in flat:
+                if flat["prior_precision"] is None:
+                    del flat["prior_precision"]
+                else:
+                    data.setdefault("fit_prior", False)
+            if flat:
+                nested = data.get(section) or {}
+                if not isinstance(nested, dict):
+                    raise ConfigError(f"{where}.{section}: expected a mapping, got {type(nested).__name__}")
+                data[section] = {**flat, **nested}
+        return data
 
 
 @dataclass
@@ -119,7 +145,7 @@ class TwoPropertyConfig:
 
 @dataclass
 class ScenarioConfig:
-    """A complete best-of-n overoptimization experiment."""
+    """A complete best-of-n overoptimization experiment (and the settings of `bayesrm rl`)."""
 
     name: str = "sentiment"
     """Scenario name (report title, output folder)."""
@@ -129,28 +155,40 @@ class ScenarioConfig:
     """Policy: 'smollm2' (embedded SmolLM2-135M-Instruct) or a local causal-LM directory."""
     gold: str = "vader"
     """Gold judge: vader | textblob:polarity | textblob:subjectivity | rm:helpful (the embedded gold reward
-    model) | rm:/path/to/saved/model."""
+    model) | rm:/path/to/saved/model; append @bf16 to an rm judge to score under bf16 autocast."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
-    sampling: dict[str, Any] = field(default_factory=dict)
-    """SamplingConfig fields (max_new_tokens, temperature, top_p, top_k, batch_size, seed). The sampling seed is
-    separate from ``seed`` so that runs with several training seeds share one set of samples."""
+    """Where prompts come from."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How the policy samples. Its seed is separate from ``seed`` so that runs with several training seeds share one set of samples."""
     preferences: PreferenceConfig = field(default_factory=PreferenceConfig)
-    model: dict[str, Any] = field(default_factory=dict)
-    """RewardModelConfig fields shared by every proxy (backbone, lora_r, max_length, ...)."""
-    training: dict[str, Any] = field(default_factory=dict)
-    """RewardTrainingConfig fields (learning_rate, num_train_epochs, per_device_train_batch_size, ...)."""
+    """How gold-labelled pairs are made."""
+    model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    """Reward-model settings shared by every proxy (backbone, lora_r, max_length, ...)."""
+    training: RewardTrainingConfig = field(default_factory=RewardTrainingConfig)
+    """Training settings of every proxy (learning_rate, num_train_epochs, per_device_train_batch_size, ...);
+    seed and output_dir belong to the runner."""
     proxies: list[ProxyConfig] = field(default_factory=lambda: [ProxyConfig()])
+    """The proxies, each trained (or fitted) on the same pairs."""
     bon: BoNConfig = field(default_factory=BoNConfig)
+    """Best-of-n settings."""
     two_property: TwoPropertyConfig | None = None
     """Set to run the two-property (logical AND) variant as well."""
-    rl: dict[str, Any] = field(default_factory=dict)
-    """Settings of `bayesrm rl` (see bayesrm.alignment.rl.config)."""
+    rl: RLConfig | None = None
+    """Settings of `bayesrm rl` (bayesrm.alignment.rl.RLConfig); paths in it are relative to the scenario file."""
 
-    def sampling_config(self) -> SamplingConfig:
-        return SamplingConfig(**self.sampling)
+    def __post_init__(self) -> None:
+        self.validate()
 
-    def model_config(self) -> RewardModelConfig:
-        return RewardModelConfig(**self.model)
+    @classmethod
+    def prepare_mapping(cls, data: dict[str, Any], where: str) -> dict[str, Any]:
+        training = data.get("training")
+        if isinstance(training, dict):
+            for key, reason in RUNNER_OWNED_TRAINING.items():
+                if key in training:
+                    raise ConfigError(f"{where}: training.{key}: not settable here; {reason}")
+        if "proxies" in data and not data["proxies"]:
+            raise ConfigError(f"{where}: proxies: expected a non-empty list")
+        return data
 
     def bon_ns(self) -> list[int]:
         if self.bon.ns:
@@ -161,81 +199,62 @@ class ScenarioConfig:
             n *= 2
         return ns
 
+    def with_seed(self, seed: int) -> "ScenarioConfig":
+        """The same scenario with another seed (labels, training, tie-breaking)."""
+        return dataclasses.replace(self, seed=seed)
+
     def validate(self) -> None:
+        """Cross-field checks (each field's own type and range are checked when it is built)."""
         names = [p.name for p in self.proxies]
+        if not names:
+            raise ValueError("proxies: expected a non-empty list")
         if len(set(names)) != len(names):
-            raise ValueError(f"scenario {self.name!r}: proxy names must be unique, got {names}")
-        for proxy in self.proxies:
-            if proxy.method not in PROXY_METHODS:
-                raise ValueError(f"scenario {self.name!r}: proxy {proxy.name!r} has unknown method {proxy.method!r}; known: {PROXY_METHODS}")
+            raise ValueError(f"proxies: names must be unique, got {names}")
+        for i, proxy in enumerate(self.proxies):
             if proxy.method == "laplace":
                 base = next((p for p in self.proxies if p.name == proxy.base), None)
                 if base is None or base.method != "map":
-                    raise ValueError(f"scenario {self.name!r}: laplace proxy {proxy.name!r} needs base: <name of a map proxy>")
+                    raise ValueError(f"proxies[{i}] ({proxy.name!r}): a laplace proxy needs base: <name of a map proxy>")
+            if proxy.ensemble.seed != 0:
+                raise ValueError(f"proxies[{i}].ensemble.seed: not settable here; set the scenario's top-level seed")
         if self.bon.n_samples < 2 or self.bon.prompts < 1:
-            raise ValueError(f"scenario {self.name!r}: bon needs n_samples >= 2 and prompts >= 1")
-        if max(self.bon_ns()) > self.bon.n_samples:
-            raise ValueError(f"scenario {self.name!r}: bon.ns goes above n_samples={self.bon.n_samples}")
+            raise ValueError("bon: needs n_samples >= 2 and prompts >= 1")
+        if min(self.bon_ns()) < 1 or max(self.bon_ns()) > self.bon.n_samples:
+            raise ValueError(f"bon.ns: values must be in 1..n_samples={self.bon.n_samples}")
         if self.bon.selection_prompts < 0:
-            raise ValueError(f"scenario {self.name!r}: bon.selection_prompts must be >= 0")
+            raise ValueError("bon.selection_prompts: must be >= 0")
         if self.preferences.samples_per_prompt < 2:
-            raise ValueError(f"scenario {self.name!r}: preferences.samples_per_prompt must be >= 2")
-        self.sampling_config()
-        self.model_config()
+            raise ValueError("preferences.samples_per_prompt: must be >= 2")
+        if self.preferences.prompts < 1:
+            raise ValueError("preferences.prompts: must be >= 1")
+        if not 0 <= self.preferences.validation_fraction < 1:
+            raise ValueError("preferences.validation_fraction: must be in [0, 1)")
+        from bayesrm.rewards import parse_reward
 
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    """A (nested) dataclass from a mapping, with errors that name the offending key."""
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    kwargs = {}
-    for key, value in data.items():
-        sub = {"prompts": PromptConfig, "preferences": PreferenceConfig, "bon": BoNConfig,
-               "two_property": TwoPropertyConfig}.get(key) if cls is ScenarioConfig else None
-        if sub is not None and value is not None:
-            value = _build(sub, value, f"{where}.{key}")
-        elif cls is ScenarioConfig and key == "proxies":
-            if not isinstance(value, list) or not value:
-                raise ValueError(f"{where}.proxies: expected a non-empty list")
-            value = [_build(ProxyConfig, v, f"{where}.proxies[{i}]") for i, v in enumerate(value)]
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from err
-
-
-def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+        for i, spec in enumerate(self.bon.rewards):
+            try:
+                parse_reward(spec)
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"bon.rewards[{i}]: {err}") from err
 
 
 def scenario_path(name_or_path: str) -> Path:
-    """A built-in scenario name ('sentiment') or a YAML path."""
+    """A built-in scenario name ('helpful', 'sentiment') or a YAML path."""
     if name_or_path in BUILTIN:
         return Path(str(resources.files("bayesrm.scenarios") / f"{name_or_path}.yaml"))
     return Path(name_or_path)
 
 
 def load_scenario(name_or_path: str, preset: str | None = None, overrides: dict[str, Any] | None = None) -> ScenarioConfig:
-    """Read, merge (preset, then overrides) and validate a scenario."""
+    """Read a scenario, merge a preset and then ``overrides`` (a nested mapping), and build and
+    check every section; errors name the file, section and field."""
+    from bayesrm.config import deep_merge
+
     path = scenario_path(name_or_path)
-    data = read_yaml_mapping(path, "scenario")
-    presets = data.pop("presets", {}) or {}
-    if preset is not None:
-        if preset not in presets:
-            raise ValueError(f"{path}: no preset {preset!r}; presets: {sorted(presets)}")
-        data = deep_merge(data, presets[preset])
+    data = load_config(path, preset, what="scenario")
     if overrides:
         data = deep_merge(data, overrides)
-    config = _build(ScenarioConfig, data, str(path))
-    config.validate()
+    config = from_mapping(ScenarioConfig, data, str(path))
+    if config.rl is not None:
+        config.rl = config.rl.with_paths_relative_to(path.parent)
     return config

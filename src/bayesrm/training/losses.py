@@ -40,6 +40,11 @@ def bradley_terry_loss(
     ensemble = r_chosen.ndim == 2
     f = r_chosen - r_rejected  # [B] or [K, B]
     if ensemble and target == "mean":
+        if member_weights is not None:
+            raise ValueError(
+                "ensemble_target='mean' trains the ensemble-mean reward, which has no per-member loss for "
+                "bootstrap weights to weigh; use ensemble_target='members' or turn bootstrap off"
+            )
         f = f.mean(0)  # [B]: the loss of the mean reward
     if margin is not None:
         f = f - margin.to(f.dtype)

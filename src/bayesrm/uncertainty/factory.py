@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import torch
 from torch import nn
@@ -26,7 +26,9 @@ from bayesrm.uncertainty.heads import HeadEnsemble
 from bayesrm.uncertainty.independent import IndependentEnsemble
 from bayesrm.uncertainty.lora_ensemble import LoRAEnsemble
 
-METHODS = ("map", "heads", "lora-ensemble", "independent", "two-stage")
+Method = Literal["map", "heads", "lora-ensemble", "independent", "two-stage"]
+"""The training methods, named once (the table above); configs and CLI flags take their choices from here."""
+METHODS: tuple[str, ...] = get_args(Method)
 _LORA_ONLY = ("lora-ensemble", "two-stage")
 
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+from bayesrm.config import from_mapping, load_config
 
 ALGOS = ("ppo", "rloo")
-KL_MODES = ("penalty", "loss", "none")
+KL_MODES = ("penalty", "token_loss", "seq_loss", "none")
+PRESETS: dict[str, dict[str, Any]] = {
+    "rlhf": {"reward": "mean", "kl_mode": "penalty"},
+    "up-rlhf": {"reward": "up:beta2=1.0", "kl_mode": "seq_loss"},
+}
+"""Named pairings of reward and KL mechanism for :meth:`RLConfig.preset`: 'rlhf' is classic RLHF (the proxy
+mean with a per-token KL penalty); 'up-rlhf' is UP-RLHF as the paper writes it (eq. 14 reward, eq. 15 KL loss)."""
 
 
 @dataclass
@@ -28,9 +34,11 @@ class RLConfig:
     (bayesrm.evaluation.gold.make_judge); None logs no gold reward."""
     prompts: str | None = None
     """Prompt file (.txt one prompt a line, .jsonl / .json with a prompt field; relative to the config file) or chitchat:N (N real chat messages)."""
-    reward: str = "up:beta2=1.0"
-    """Conservative reward of the proxy's prediction, a bayesrm.rewards spec: mean | std | var | min | up,
-    with optional stages, e.g. 'std:k=2' or 'zscore|std:k=1'."""
+    reward: str = "mean"
+    """Reward of the proxy's prediction, a bayesrm.rewards spec: mean | std | var | min | up, with optional
+    stages ('std:k=2', 'zscore|std:k=1', 'std:k=1|log_sigmoid') and AND sums ('log_sigmoid + std:k=1|log_sigmoid',
+    one term per proxy when proxy is a list). The default is the unpenalised mean: pick an uncertainty penalty
+    explicitly, or start from RLConfig.preset('up-rlhf')."""
     reward_params: dict[str, Any] = field(default_factory=dict)
     """Extra parameters of the reward's last stage, e.g. {k: 2.0} with reward 'std', {beta2: 0.5} with 'up'."""
 
@@ -94,10 +102,13 @@ class RLConfig:
 
     # ---- KL to the reference (the base model with the adapter disabled) ----
     kl_mode: str = "penalty"
-    """penalty: -kl_coef (log pi - log pi_ref) per token in the reward (classic RLHF);
-    loss: kl_coef * E[(log pi - log pi_ref)^2] as a separate loss (UP-RLHF eq. 15); none."""
+    """penalty: -kl_coef (log pi - log pi_ref) on every token's reward (classic RLHF);
+    seq_loss: kl_coef * E_y[(sum_t log pi - log pi_ref)^2], a separate loss on the sequence log-ratio
+    (UP-RLHF eq. 15 as written); token_loss: kl_coef * E_t[(log pi - log pi_ref)^2], the same square
+    averaged over response tokens (a per-token variant, much smaller for long responses); none."""
     kl_coef: float = 0.05
-    """beta of the per-token penalty, or beta1 of the UP-RLHF KL loss."""
+    """beta of the per-token penalty, or beta1 of the KL loss (seq_loss squares a sum over tokens, so
+    the same beta1 weighs far more than with token_loss)."""
 
     # ---- bookkeeping ----
     seed: int = 0
@@ -116,6 +127,8 @@ class RLConfig:
 
     def __post_init__(self) -> None:
         _check(self.algo in ALGOS, "algo", f"must be one of {ALGOS}, got {self.algo!r}")
+        _check(self.kl_mode != "loss", "kl_mode", "'loss' was split in two: 'seq_loss' (UP-RLHF eq. 15 as written, "
+               "on the sequence log-ratio) or 'token_loss' (the per-token mean that 'loss' used to be)")
         _check(self.kl_mode in KL_MODES, "kl_mode", f"must be one of {KL_MODES}, got {self.kl_mode!r}")
         for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "minibatch_size", "update_epochs"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
@@ -130,69 +143,44 @@ class RLConfig:
         """Sequences per rollout batch."""
         return self.prompts_per_step * self.samples_per_prompt
 
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "RLConfig":
+        """An RLConfig with a named reward / KL pairing (PRESETS) and any other fields overridden."""
+        if name not in PRESETS:
+            raise ValueError(f"unknown RL preset {name!r}; presets: {sorted(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "rl") -> "RLConfig":
         """Build from a mapping; unknown or mistyped fields raise ValueError naming ``source`` and the field."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{source}: expected a mapping of RL settings, got {type(data).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown}; known: {sorted(known)}")
-        defaults = cls()
-        for name, value in data.items():
-            default = getattr(defaults, name)
-            if default is not None and value is not None and not _same_kind(default, value):
-                raise ValueError(
-                    f"{source}.{name}: expected {type(default).__name__}, got {type(value).__name__} ({value!r})"
-                )
-        try:
-            return cls(**{k: (float(v) if isinstance(getattr(defaults, k), float) and isinstance(v, int) else v) for k, v in data.items()})
-        except ValueError as err:
-            raise ValueError(f"{source}.{err}") from err
+        return from_mapping(cls, data, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | None = None, preset: str | None = None) -> "RLConfig":
-        """Read the ``rl:`` section of a scenario YAML file (or a built-in scenario name such as
-        'sentiment'), after merging a preset; paths in it are made relative to the file."""
-        from bayesrm.scenarios.config import deep_merge, scenario_path
-
-        path = scenario_path(str(path))
-        try:
-            doc = yaml.safe_load(path.read_text())
-        except FileNotFoundError as err:
-            raise ValueError(f"{path}: no such config file") from err
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ValueError(f"{path}:{where} invalid YAML ({getattr(err, 'problem', err)})") from err
-        if isinstance(doc, dict) and preset is not None:
-            presets = doc.pop("presets", None) or {}
-            if preset not in presets:
-                raise ValueError(f"{path}: no preset {preset!r}; presets: {sorted(presets)}")
-            doc = deep_merge(doc, presets[preset])
-        if not isinstance(doc, dict) or "rl" not in doc:
+        """Read the ``rl:`` section of a scenario YAML file after merging a preset; paths in it are
+        made relative to the file. (Built-in scenario names: ``bayesrm.scenarios.load_scenario``.)"""
+        path = Path(path)
+        doc = load_config(path, preset, what="scenario")
+        if "rl" not in doc:
             raise ValueError(f"{path}: no 'rl:' section")
         data = dict(doc["rl"] or {})
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        return cls.from_dict(data, source=f"{path}: rl").with_paths_relative_to(path.parent)
+
+    def with_paths_relative_to(self, base: Path) -> "RLConfig":
+        """proxy / prompts / policy written as paths next to the config file, made absolute
+        (a Hub id, 'chitchat:N' or an alias such as 'smollm2' stays as is)."""
+        changes = {}
         for key in ("proxy", "prompts", "policy"):
-            value = data.get(key)
+            value = getattr(self, key)
             if isinstance(value, str) and not Path(value).is_absolute() and (
-                value.startswith(("./", "../")) or (path.parent / value).exists()
-            ):  # a path next to the config file (a Hub id or an alias such as 'smollm2' stays as is)
-                data[key] = str((path.parent / value).resolve())
-        return cls.from_dict(data, source=f"{path}: rl")
-
-
-def _same_kind(default: Any, value: Any) -> bool:
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(default, bool) and isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float))
-    return isinstance(value, type(default))
+                value.startswith(("./", "../")) or (base / value).exists()
+            ):
+                changes[key] = str((base / value).resolve())
+        return replace(self, **changes) if changes else self
 
 
 def _check(ok: bool, name: str, message: str) -> None:

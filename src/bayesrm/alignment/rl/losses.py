@@ -42,8 +42,16 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> tor
 
 
 def kl_squared_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """UP-RLHF eq. 15 KL term E[(log pi_theta - log pi_ref)^2], averaged over response tokens (scalar)."""
+    """Per-token variant of the UP-RLHF eq. 15 KL term: E_t[(log pi_theta - log pi_ref)^2], the mean
+    over all response tokens of the batch (scalar; kl_mode 'token_loss')."""
     return masked_mean((logp - ref_logp) ** 2, mask)
+
+
+def kl_squared_sequence_loss(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """UP-RLHF eq. 15 KL term as written: E_y[(log pi_theta(y|x) - log pi_ref(y|x))^2], the square of the
+    sequence log-ratio sum_t (log pi - log pi_ref), averaged over sequences (scalar; kl_mode 'seq_loss')."""
+    seq_log_ratio = ((logp - ref_logp) * mask.to(logp.dtype)).sum(-1)  # [B]
+    return (seq_log_ratio**2).mean()
 
 
 # ---- rewards and advantages ----------------------------------------------------------------

@@ -4,7 +4,8 @@
     score    -> score_batch (reward_fn.py): conservative reward of the proxy, on the last token
     advantages -> ppo_advantages: per-token rewards (optional KL penalty) + GAE
     update   -> policy_update: clipped policy loss + vf_coef * clipped value loss
-                - ent_coef * entropy (+ kl_coef * E[(log pi - log pi_ref)^2], UP-RLHF eq. 15)
+                - ent_coef * entropy (+ kl_coef * E_y[(sum_t log pi - log pi_ref)^2], UP-RLHF eq. 15,
+                with kl_mode 'seq_loss'; or its per-token mean E_t[(log pi - log pi_ref)^2] with 'token_loss')
 """
 
 from __future__ import annotations
@@ -69,8 +70,9 @@ def policy_update(
                 loss = loss + cfg.vf_coef * v_loss
                 stats["value_loss"].append(v_loss.item())
                 stats["value_clipfrac"].append(v_clipfrac.item())
-            if cfg.kl_mode == "loss":
-                kl_sq = L.kl_squared_loss(logp, rollout.ref_logprobs[idx], mb_mask)
+            if cfg.kl_mode in ("seq_loss", "token_loss"):
+                kl_loss = L.kl_squared_sequence_loss if cfg.kl_mode == "seq_loss" else L.kl_squared_loss
+                kl_sq = kl_loss(logp, rollout.ref_logprobs[idx], mb_mask)
                 loss = loss + cfg.kl_coef * kl_sq
                 stats["kl_sq_loss"].append(kl_sq.item())
 

@@ -4,7 +4,8 @@ No value head. The sequence score of sample i is the conservative reward (minus
 kl_coef * sum_t (log pi_old - log pi_ref) with kl_mode='penalty'); its advantage
 A_i = s_i - mean_{j != i} s_j is given to every token of the response, and the policy is
 updated with the same clipped surrogate as PPO (with one update epoch the first minibatch
-step is exactly REINFORCE-LOO). kl_mode='loss' adds the UP-RLHF eq. 15 term in the update.
+step is exactly REINFORCE-LOO). kl_mode='seq_loss' ('token_loss') adds the UP-RLHF eq. 15 term (its
+per-token variant) in the update.
 """
 
 from __future__ import annotations

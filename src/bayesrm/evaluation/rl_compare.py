@@ -32,15 +32,16 @@ class MethodSummary:
     method: str
     seeds: int
     steps: int
-    kl_end: float
-    gold_start: float
-    gold_end: float
-    proxy_start: float
-    proxy_end: float
-    best_gold: float
+    kl_end: float | None
+    gold_start: float | None
+    """None (and the other gold fields) when no log of the method has a gold reward."""
+    gold_end: float | None
+    proxy_start: float | None
+    proxy_end: float | None
+    best_gold: float | None
     """Highest smoothed gold of any seed's curve (the early-stopping optimum a gold oracle would pick)."""
     gold_by_bin: list[float | None]
-    """Mean gold of all steps (all seeds) whose KL falls in each bin; None where no step did."""
+    """Mean gold of all steps (all seeds) whose KL falls in each bin; None where no step with a gold reward did."""
     proxy_by_bin: list[float | None]
     n_by_bin: list[int]
 
@@ -61,6 +62,16 @@ def load_runs(runs: Mapping[str, Sequence[str | Path]]) -> dict[str, list[list[d
                 raise ValueError(f"{path}: empty log")
             out[method].append(records)
     return out
+
+
+def logs_without_gold(runs: Mapping[str, Sequence[str | Path]], all_runs: Mapping[str, list[list[dict[str, Any]]]]) -> list[str]:
+    """Paths of the logs in which no step has a finite gold reward."""
+    return [
+        str(Path(d) / "log.jsonl")
+        for method, dirs in runs.items()
+        for d, records in zip(dirs, all_runs[method])
+        if not any(is_finite_number(r.get("gold")) for r in records)
+    ]
 
 
 def moving_average(values: Sequence[float | None], window: int) -> list[float]:
@@ -86,22 +97,30 @@ def summarise(
 ) -> MethodSummary:
     """Start/end means, best smoothed gold and per-KL-bin means of one method's seeds."""
 
-    def mean_of(key: str, part: slice) -> float:
-        vals = [sum(r[key] for r in run[part]) / len(run[part]) for run in runs]
-        return sum(vals) / len(vals)
+    def mean_of(key: str, part: slice) -> float | None:
+        """Mean over seeds of each seed's mean over ``part``; None where no seed logged ``key`` there (e.g. no gold)."""
+        vals = []
+        for run in runs:
+            xs = [r[key] for r in run[part] if is_finite_number(r.get(key))]
+            if xs:
+                vals.append(sum(xs) / len(xs))
+        return sum(vals) / len(vals) if vals else None
 
     n = len(edges) - 1
-    gold_sum, proxy_sum, count = [0.0] * n, [0.0] * n, [0] * n
+    gold_sum, proxy_sum, count, gold_count = [0.0] * n, [0.0] * n, [0] * n, [0] * n
     for run in runs:
         for r in run:
             kl = r.get(kl_key)
-            if not (is_finite_number(kl) and is_finite_number(r.get("gold")) and edges[0] <= kl <= edges[-1]):
+            if not (is_finite_number(kl) and is_finite_number(r.get("proxy")) and edges[0] <= kl <= edges[-1]):
                 continue
             b = min(int((kl - edges[0]) / (edges[-1] - edges[0] or 1.0) * n), n - 1)
-            gold_sum[b] += r["gold"]
             proxy_sum[b] += r["proxy"]
             count[b] += 1
-    best = max(max(moving_average([r.get("gold") for r in run], window)) for run in runs)
+            if is_finite_number(r.get("gold")):
+                gold_sum[b] += r["gold"]
+                gold_count[b] += 1
+    smoothed = [g for run in runs for g in moving_average([r.get("gold") for r in run], window) if math.isfinite(g)]
+    best = max(smoothed) if smoothed else None
     return MethodSummary(
         method=method,
         seeds=len(runs),
@@ -112,7 +131,7 @@ def summarise(
         proxy_start=mean_of("proxy", slice(0, window)),
         proxy_end=mean_of("proxy", slice(-window, None)),
         best_gold=best,
-        gold_by_bin=[g / c if c else None for g, c in zip(gold_sum, count)],
+        gold_by_bin=[g / c if c else None for g, c in zip(gold_sum, gold_count)],
         proxy_by_bin=[p / c if c else None for p, c in zip(proxy_sum, count)],
         n_by_bin=count,
     )
@@ -122,9 +141,9 @@ def plot_comparison(
     all_runs: Mapping[str, list[list[dict[str, Any]]]], path: str | Path, window: int = 5, kl_key: str = KL_KEY
 ) -> Path:
     """Three panels: smoothed gold vs KL, proxy vs KL, and KL vs step; one colour per method, one line per seed."""
-    from bayesrm.evaluation.plots import PALETTE, _figure
+    from bayesrm.evaluation.plots import PALETTE, figure
 
-    fig, (ax_gold, ax_proxy, ax_kl) = _figure(3, width=4.6)
+    fig, (ax_gold, ax_proxy, ax_kl) = figure(3, width=4.6)
     styles = ["-", "--", ":", "-."]
     for i, (method, runs) in enumerate(all_runs.items()):
         color = PALETTE[i % len(PALETTE)]
@@ -153,22 +172,24 @@ def plot_comparison(
 
 def comparison_table(summaries: Sequence[MethodSummary], edges: Sequence[float], digits: int = 3) -> list[str]:
     """Markdown: start/end/best per method, then gold (proxy) per KL bin."""
-    f = f"{{:.{digits}f}}"
+    def f(value: float | None) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+
     lines = [
         "| method | seeds | steps | KL at end | gold start -> end | proxy start -> end | best smoothed gold |",
         "|---|---:|---:|---:|---|---|---:|",
     ]
     for s in summaries:
         lines.append(
-            f"| {s.method} | {s.seeds} | {s.steps} | {f.format(s.kl_end)} | {f.format(s.gold_start)} -> {f.format(s.gold_end)} "
-            f"| {f.format(s.proxy_start)} -> {f.format(s.proxy_end)} | {f.format(s.best_gold)} |"
+            f"| {s.method} | {s.seeds} | {s.steps} | {f(s.kl_end)} | {f(s.gold_start)} -> {f(s.gold_end)} "
+            f"| {f(s.proxy_start)} -> {f(s.proxy_end)} | {f(s.best_gold)} |"
         )
     bins = [f"{edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(len(edges) - 1)]
     lines += ["", "Gold (proxy) at equal KL: mean over all steps of all seeds whose KL falls in the bin [steps]", ""]
     lines += ["| method | " + " | ".join(f"KL {b}" for b in bins) + " |", "|---|" + "---|" * len(bins)]
     for s in summaries:
         cells = [
-            "-" if g is None else f"{f.format(g)} ({f.format(p)}) [{c}]"
+            "-" if c == 0 else f"{f(g)} ({f(p)}) [{c}]"
             for g, p, c in zip(s.gold_by_bin, s.proxy_by_bin, s.n_by_bin)
         ]
         lines.append(f"| {s.method} | " + " | ".join(cells) + " |")
@@ -187,11 +208,15 @@ def write_comparison(
     png = plot_comparison(all_runs, out / "rl_comparison.png", window, kl_key)
     md = out / "rl_comparison.md"
     dirs = {m: [str(d) for d in ds] for m, ds in runs.items()}
+    no_gold = logs_without_gold(runs, all_runs)
     text = ["# RL comparison", "", *comparison_table(summaries, edges), "", "![comparison](rl_comparison.png)", "",
             "Runs: " + "; ".join(f"{m}: {', '.join(ds)}" for m, ds in dirs.items()), ""]
+    if no_gold:
+        text += ["No gold reward (`gold: null`, or logged without a gold judge) in: " + ", ".join(no_gold)
+                 + "; their gold columns are `-`.", ""]
     atomic_write_text(md, "\n".join(text))
     js = out / "rl_comparison.json"
-    payload = {"kl_key": kl_key, "window": window, "edges": list(edges), "runs": dirs, "methods": [asdict(s) for s in summaries]}
+    payload = {"logs_without_gold": no_gold, "kl_key": kl_key, "window": window, "edges": list(edges), "runs": dirs, "methods": [asdict(s) for s in summaries]}
     atomic_write_text(js, json.dumps(payload, indent=2))
     return {"plot": png, "report": md, "json": js}
 
