@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--backbone", default="smollm2")
     ap.add_argument("--test-limit", type=int, default=None, help="evaluate on the first N test pairs only (smoke runs)")
+    ap.add_argument("--evaluate-only", action="store_true", help="skip training: evaluate OUT/model (and --install it)")
     ap.add_argument("--install", action="store_true", help="copy the result into the package's assets")
     args = ap.parse_args(argv)
     data, out = Path(args.data), Path(args.out)
@@ -81,10 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     resume = any(ckpt.glob("checkpoint-*")) if ckpt.is_dir() else False
     start = time.perf_counter()
-    train_reward_model(model, train, training, resume_from_checkpoint=resume or None)
+    if not args.evaluate_only:
+        train_reward_model(model, train, training, resume_from_checkpoint=resume or None)
+        model.save_pretrained(out / "model")
     train_s = time.perf_counter() - start
-    model.eval()
-    model.save_pretrained(out / "model")
+    if args.evaluate_only and (out / "gold_info.json").exists():  # keep the training run's time
+        train_s = json.loads((out / "gold_info.json").read_text()).get("train_seconds") or train_s
+    # Evaluate the saved checkpoint as users load it (fp32, a fresh process state): the Trainer leaves
+    # the trained module's forward wrapped in its bf16 autocast.
+    model = RewardModel.from_pretrained(out / "model").eval()
     from bayesrm.evaluation.evaluate import evaluate_preferences
 
     start = time.perf_counter()
