@@ -13,12 +13,15 @@ FLOP arithmetic for n blocks: peft-switch and batched both run n*K block-passes 
 Python / kernel-launch overhead); batched-tL runs (n - L) + K*L, i.e. (n - L + K L) / n of a single
 model: with n=6, K=5 that is 1.67x for L=1 and 2.33x for L=2, against K = 5x for switching.
 
-Timing: methods interleaved for ROUNDS rounds in one process, median per method (inference mode).
+Timing: methods interleaved for ROUNDS rounds in one process (single, peft-switch, batched, ...,
+then again; see interleave.py), inference mode. Each ratio is taken per round and reported as the
+median with its range over the rounds, so a burst of load from another job cannot flip a verdict.
 Memory: each method in a fresh subprocess; peak RSS during scoring minus RSS before it (the peak is
 reset through /proc/self/clear_refs), i.e. activations, plus the parameter bytes of the model.
 Targets (DESIGN.md section 6): batched >= 2x faster than peft-switch; batched-tL <= 2x single.
 
     flock /tmp/bayesrm-heavy.lock python benchmarks/ensemble_scoring.py [--members 5] [--top-layers 1 2]
+    python benchmarks/ensemble_scoring.py --small    # a quick check that it runs
 """
 
 from __future__ import annotations
@@ -29,7 +32,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import torch
@@ -113,20 +115,16 @@ def measure_memory(method: str, args: argparse.Namespace) -> dict[str, float]:
     return {"activation_peak_mib": (peak - before) / 1024, "param_mib": param_bytes(model) / 2**20}
 
 
-def measure_time(args: argparse.Namespace) -> dict[str, float]:
+def measure_time(args: argparse.Namespace) -> dict[str, list[float]]:
+    """Seconds per round of every method, the methods interleaved round by round."""
+    from interleave import run_interleaved, seconds_of
+
     batch = make_batch(args)
     names = methods(args.top_layers)
     fns = {m: build(m, args)[0] for m in names}
-    times: dict[str, list[float]] = {m: [] for m in names}
     with torch.inference_mode():
-        for m in names:  # warm-up
-            fns[m](batch["input_ids"], batch["attention_mask"])
-        for _ in range(args.rounds):
-            for m in names:
-                start = time.perf_counter()
-                fns[m](batch["input_ids"], batch["attention_mask"])
-                times[m].append(time.perf_counter() - start)
-    return {m: statistics.median(t) for m, t in times.items()}
+        runs = {m: seconds_of(lambda fn=fns[m]: fn(batch["input_ids"], batch["attention_mask"])) for m in names}
+        return run_interleaved(runs, args.rounds, warmup=True)
 
 
 def main() -> None:
@@ -138,8 +136,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--memory-only", help=argparse.SUPPRESS)
+    parser.add_argument("--no-memory", action="store_true", help="Skip the per-method memory subprocesses.")
+    parser.add_argument("--small", action="store_true", help="Tiny sizes (K=2, 4 pairs, length 32, L=1, 2 rounds): checks that it runs.")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    if args.small:
+        args.members, args.top_layers, args.pairs, args.max_length, args.rounds = 2, [1], 4, 32, 2
     torch.set_num_threads(args.threads)
     if args.memory_only:
         print(json.dumps(measure_memory(args.memory_only, args)))
@@ -147,28 +149,38 @@ def main() -> None:
 
     shape = tuple(make_batch(args)["input_ids"].shape)
     print(f"batch: {args.pairs} pairs -> input_ids {shape}, K={args.members}, top L in {args.top_layers}, {args.threads} threads")
+    from interleave import format_ratio, paired_ratios
+
     names = methods(args.top_layers)
     memory = {}
-    for m in names:
+    for m in [] if args.no_memory else names:
         cmd = [sys.executable, __file__, "--memory-only", m] + sys.argv[1:]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
         memory[m] = json.loads(out)
-    seconds = measure_time(args)
-    print("| method | time (s) | vs single | activation peak (MiB) | params (MiB) |\n|---|---:|---:|---:|---:|")
+    times = measure_time(args)
+    seconds = {m: statistics.median(t) for m, t in times.items()}
+    print("| method | median time (s) | vs single (median of rounds) | activation peak (MiB) | params (MiB) |\n"
+          "|---|---:|---:|---:|---:|")
     for m in names:
-        print(f"| {m} | {seconds[m]:.3f} | {seconds[m] / seconds['single']:.2f} | "
-              f"{memory[m]['activation_peak_mib']:.1f} | {memory[m]['param_mib']:.1f} |")
-    ratios = {"batched vs peft-switch (speed-up, target >= 2)": seconds["peft-switch"] / seconds["batched"]}
+        mem = memory.get(m)
+        mem_cells = f"{mem['activation_peak_mib']:.1f} | {mem['param_mib']:.1f}" if mem else "- | -"
+        vs_single = statistics.median(paired_ratios(times[m], times["single"]))
+        print(f"| {m} | {seconds[m]:.3f} | {vs_single:.2f} | {mem_cells} |")
+    # (label, numerator, denominator, target): each ratio per round, then median and range
+    checks = [("batched vs peft-switch (speed-up)", "peft-switch", "batched", ">= 2")]
     for L in args.top_layers:
-        ratios[f"batched-t{L} vs peft-switch (speed-up, target >= 2)"] = seconds["peft-switch"] / seconds[f"batched-t{L}"]
-        ratios[f"batched-t{L} vs peft-switch-t{L} (speed-up, target >= 2)"] = seconds[f"peft-switch-t{L}"] / seconds[f"batched-t{L}"]
-        ratios[f"batched-t{L} vs single (cost, target <= 2)"] = seconds[f"batched-t{L}"] / seconds["single"]
-    for name, value in ratios.items():
-        ok = value <= 2 if "target <= 2" in name else value >= 2
-        print(f"{name}: {value:.2f} -> {'PASS' if ok else 'FAIL'}")
+        checks += [(f"batched-t{L} vs peft-switch (speed-up)", "peft-switch", f"batched-t{L}", ">= 2"),
+                   (f"batched-t{L} vs peft-switch-t{L} (speed-up)", f"peft-switch-t{L}", f"batched-t{L}", ">= 2"),
+                   (f"batched-t{L} vs single (cost)", f"batched-t{L}", "single", "<= 2")]
+    ratios = {}
+    for label, num, den, target in checks:
+        per_round = paired_ratios(times[num], times[den])
+        ratios[label] = {"median": statistics.median(per_round), "rounds": per_round, "target": target}
+        ok = (lambda v: v <= 2) if target == "<= 2" else (lambda v: v >= 2)
+        print(format_ratio(label, per_round, f"target {target}", ok=ok))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"seconds": seconds, "memory": memory, "ratios": ratios, "args": vars(args)}, f, indent=2)
+            json.dump({"seconds": seconds, "times": times, "memory": memory, "ratios": ratios, "args": vars(args)}, f, indent=2)
 
 
 if __name__ == "__main__":

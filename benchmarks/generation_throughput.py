@@ -1,86 +1,189 @@
-"""Generation for best-of-n: tokens/s of PolicySampler against a plain ``model.generate`` loop.
+"""Policy sampling throughput and fidelity: the sampler in fp32 and bf16 against HF ``generate`` (and vLLM).
 
-DESIGN.md section 6 target: PolicySampler at its batch size is at least as fast (tokens/s) as a
-plain ``model.generate`` loop at batch 1, 4 and 8, on the same prompts and settings. Also
-measured, to choose the method: ``generate`` at the sampler's batch size with a dynamic and
-with a static KV cache. Run on the embedded SmolLM2-135M-Instruct (heavy: use flock):
+Methods, on the same prompts and settings (T = 1, no top-k / top-p, the same stop tokens), at
+batch 64 and 256 (samples of several prompts share a batch):
 
-    flock /tmp/bayesrm-heavy.lock python benchmarks/generation_throughput.py [--quick]
+- ``sampler fp32 (before)``  today's baseline: the sampler with the float64 five-pass sampling rule
+                              it used before the two-level CDF (restored here by patching);
+- ``sampler fp32``, ``sampler bf16``  ``PolicySampler`` with ``dtype`` fp32 / bf16;
+- ``HF generate fp32``        ``model.generate`` on the same rows, a fresh GenerationConfig;
+- ``vLLM``                    when vllm is installed and a CUDA device is present.
+
+Runs are interleaved and repeated (A B C D A B C D ...); the table shows each method's median
+tok/s, its median tokens per CPU-second (one thread: the rate on a core of its own, which stays
+meaningful on a shared, loaded machine where wall time mostly measures the scheduler) and its
+median ratio (with range over repeats) to ``sampler fp32 (before)`` of the same repeat, in CPU time. Fidelity: the mean log-prob per token (stop token included) of each method's samples
+under the fp32 model, with a standard error clustered by sequence; a method matches the fp32
+distribution when it differs from ``sampler fp32`` by less than 2 standard errors (of the
+difference). Run on the embedded SmolLM2-135M-Instruct:
+
+    python benchmarks/generation_throughput.py [--new-tokens 32] [--repeats 2] [--batches 64 256]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from typing import Callable
 
 import torch
+from transformers import GenerationConfig
 
+import bayesrm.generation.decoding as decoding
 from bayesrm.data.prompts import chitchat_prompts
 from bayesrm.generation import PolicySampler, SamplingConfig
+from bayesrm.generation.prompting import encode_prompt, stop_token_ids
 from bayesrm.models.policy import load_policy
 
-
-def generated_tokens(new: torch.Tensor, eos: int) -> int:
-    """Tokens actually generated per row of [B, T] new ids: up to and including the first EOS."""
-    is_eos = new == eos  # [B, T]
-    first = torch.where(is_eos.any(-1), is_eos.float().argmax(-1) + 1, torch.full_like(is_eos[:, 0], new.shape[1], dtype=torch.long))
-    return int(first.sum())
+Rows = list[tuple[list[int], list[int]]]  # per sample: (prompt ids, generated ids with the stop token)
 
 
-def generate_loop(model, tok, prompts: list[str], batch: int, cfg: SamplingConfig, **kwargs) -> tuple[int, float]:
-    """(tokens, seconds) of sampling every prompt in ``prompts`` with model.generate, ``batch`` rows at a time."""
-    texts = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True) for p in prompts]
-    tokens, seconds = 0, 0.0
-    for start in range(0, len(texts), batch):
-        enc = tok(texts[start : start + batch], return_tensors="pt", padding=True, add_special_tokens=False)
-        t0 = time.perf_counter()
+def legacy_sample_with_logprobs(logits, uniforms, temperature=1.0, top_k=0, top_p=1.0):
+    """The sampling rule before the two-level CDF: float64 softmax + full cumsum (and no log-probs)."""
+    tokens = decoding._sample_filtered(logits, uniforms, temperature, top_k, top_p)
+    return tokens, torch.zeros(tokens.shape)
+
+
+def run_sampler(model, tok, prompts, n, batch, new_tokens, dtype, legacy=False) -> tuple[int, float, float, Rows]:
+    config = SamplingConfig(max_new_tokens=new_tokens, batch_size=batch, dtype=dtype, seed=0)
+    sampler = PolicySampler(model, tok, "smollm2", config)  # no cache: every call generates
+    captured: Rows = []
+    inner = sampler.backend.generate
+    cpu = [0.0]
+
+    def generate(prompt_ids, rows, seeds, cfg):
+        c0 = time.process_time()
+        gens = inner(prompt_ids, rows, seeds, cfg)
+        cpu[0] += time.process_time() - c0
+        captured.extend((list(prompt_ids[r]), list(g.token_ids) + ([g.stop_id] if g.finished else []))
+                        for r, g in zip(rows, gens))
+        return gens
+
+    sampler.backend.generate = generate
+    original = decoding.sample_with_logprobs
+    if legacy:
+        decoding.sample_with_logprobs = legacy_sample_with_logprobs
+    try:
+        sampler.sample_records(prompts, n, progress=False)
+    finally:
+        decoding.sample_with_logprobs = original
+    return sampler.stats.tokens, sampler.stats.seconds, cpu[0], captured
+
+
+def run_generate(model, tok, prompts, n, batch, new_tokens, seed) -> tuple[int, float, float, Rows]:
+    eos = stop_token_ids(model, tok)
+    encoded = [encode_prompt(tok, p) for p in prompts for _ in range(n)]
+    gen_cfg = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
+                               pad_token_id=tok.pad_token_id, eos_token_id=eos)
+    torch.manual_seed(seed)
+    tokens, seconds, cpu, captured = 0, 0.0, 0.0, []
+    for start in range(0, len(encoded), batch):
+        chunk = encoded[start : start + batch]
+        width = max(len(c) for c in chunk)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(c)) + c for c in chunk])
+        mask = torch.tensor([[0] * (width - len(c)) + [1] * len(c) for c in chunk])
+        t0, c0 = time.perf_counter(), time.process_time()
         with torch.inference_mode():
-            out = model.generate(
-                **enc, do_sample=True, temperature=cfg.temperature, top_k=0, top_p=1.0,
-                max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, **kwargs,
-            )
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen_cfg)
         seconds += time.perf_counter() - t0
-        tokens += generated_tokens(out[:, enc["input_ids"].shape[1] :], tok.eos_token_id)
-    return tokens, seconds
+        cpu += time.process_time() - c0
+        for context, row in zip(chunk, out[:, width:].tolist()):
+            cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
+            captured.append((context, row[:cut]))
+            tokens += cut
+    return tokens, seconds, cpu, captured
+
+
+def fp32_logprobs(model, tok, rows: Rows, batch: int = 8) -> tuple[float, float, int]:
+    """(mean log-prob per token, its standard error clustered by sequence, tokens) under the fp32 model."""
+    sums, lengths = [], []
+    for start in range(0, len(rows), batch):
+        seqs = [c + r for c, r in rows[start : start + batch]]
+        width = max(len(s) for s in seqs)
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs])
+        mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs])
+        with torch.inference_mode():
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).logits
+        logp = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:, None])[..., 0]  # [b, width - 1]
+        for i, (_, r) in enumerate(rows[start : start + batch]):
+            sums.append(logp[i, width - 1 - len(r) :].double().sum().item() if r else 0.0)
+            lengths.append(len(r))
+    s, m = torch.tensor(sums, dtype=torch.float64), torch.tensor(lengths, dtype=torch.float64)
+    mean = s.sum() / m.sum()
+    k = len(sums)
+    se = ((s - mean * m).pow(2).sum() * k / max(k - 1, 1)).sqrt() / m.sum()
+    return mean.item(), se.item(), int(m.sum())
+
+
+def methods(model, tok, args) -> dict[str, Callable]:
+    out = {
+        "sampler fp32 (before)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32", legacy=True),
+        "sampler fp32": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32"),
+        "sampler bf16": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "bf16"),
+        "HF generate fp32": lambda p, n, b, rep: run_generate(model, tok, p, n, b, args.new_tokens, seed=rep),
+    }
+    try:
+        import vllm  # noqa: F401
+
+        if torch.cuda.is_available():
+            from vllm import LLM
+
+            from bayesrm.models.policy import resolve_policy
+
+            llm = LLM(model=resolve_policy("smollm2"), dtype="bfloat16", seed=0)
+            out["vLLM bf16"] = lambda p, n, b, rep: run_sampler(llm, tok, p, n, b, args.new_tokens, "auto")
+    except ImportError:
+        print("vLLM not installed: skipped")
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer samples per measurement (noisier)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--samples-per-prompt", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU-time rates assume 1)")
+    parser.add_argument("--methods", nargs="+", default=None, help="a subset of the method names")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-
     model, tok = load_policy("smollm2")
-    cfg = SamplingConfig(max_new_tokens=40, temperature=1.0, batch_size=64)
-    n_prompts, n_samples = (4, 16) if args.quick else (8, 16)
-    prompts = chitchat_prompts(n_prompts, seed=0)
-    rows = [p for p in prompts for _ in range(n_samples)]  # the same work for every method
-
-    sampler = PolicySampler(model, tok, "smollm2", cfg, cache_dir=None)
-    sampler.sample(prompts, n_samples, progress=False)
-    ours = sampler.stats.tokens_per_second
-    print(f"PolicySampler batch {cfg.batch_size}: {sampler.stats.tokens} tokens in {sampler.stats.seconds:.1f} s = {ours:.1f} tok/s")
-
-    # Baselines on a slice of the same rows (rates, so fewer rows suffice for the slow ones).
-    baselines: dict[str, tuple[int, float]] = {}
-    targets = [f"generate batch {b}" for b in (1, 4, 8)]
-    for name, batch, count in zip(targets, (1, 4, 8), (8, 16, 32)):
-        count = count // 2 if args.quick else count
-        baselines[name] = generate_loop(model, tok, rows[:: n_samples // 2][:count], batch, cfg)
-    big = rows[: cfg.batch_size]
-    baselines[f"generate batch {cfg.batch_size} (dynamic cache)"] = generate_loop(model, tok, big, cfg.batch_size, cfg)
-    baselines[f"generate batch {cfg.batch_size} (static cache)"] = generate_loop(
-        model, tok, big, cfg.batch_size, cfg, cache_implementation="static"
-    )
-    print()
-    print(f"{'method':<40}{'tok/s':>8}{'PolicySampler / method':>26}")
-    for name, (tokens, seconds) in baselines.items():
-        rate = tokens / seconds
-        print(f"{name:<40}{rate:>8.1f}{ours / rate:>26.2f}")
-    worst = min(ours * baselines[name][1] / baselines[name][0] for name in targets)
-    print(f"\ntarget: PolicySampler / generate at batch 1..8 >= 1; worst ratio {worst:.2f} -> {'OK' if worst >= 1 else 'MISSED'}")
+    todo = methods(model, tok, args)
+    if args.methods:
+        todo = {m: run for m, run in todo.items() if m in args.methods}
+    baseline = "sampler fp32 (before)"
+    print(f"SmolLM2-135M-Instruct, {args.new_tokens} new tokens, T = 1, {args.threads} threads, "
+          f"{args.repeats} interleaved repeats; rows per batch = batch size (several prompts per batch)")
+    for batch in args.batches:
+        n = args.samples_per_prompt
+        prompts = chitchat_prompts(max(1, batch // n), seed=0)
+        wall: dict[str, list[float]] = {m: [] for m in todo}
+        rates: dict[str, list[float]] = {m: [] for m in todo}  # tokens per CPU-second
+        samples: dict[str, Rows] = {}
+        for rep in range(args.repeats):
+            for name, run in todo.items():
+                tokens, seconds, cpu, rows = run(prompts, n, batch, rep)
+                wall[name].append(tokens / seconds)
+                rates[name].append(tokens / cpu)
+                samples.setdefault(name, rows)
+                print(f"  batch {batch} repeat {rep}: {name:<24} {tokens:6d} tokens  {tokens / seconds:8.1f} tok/s  "
+                      f"{tokens / cpu:8.1f} tok/CPU-s", flush=True)
+        ref_name = "sampler fp32" if "sampler fp32" in samples else "sampler fp32 (before)"
+        ref_mean, ref_se, _ = fp32_logprobs(model, tok, samples[ref_name])
+        print(f"\nbatch {batch} ({len(prompts)} prompts x {n} samples)")
+        print(f"| method | tok/s wall (median) | tok/CPU-s (median) | ratio to {baseline}, CPU time (median, range) "
+              "| mean log-prob/token under fp32 (SE) | diff / SE |")
+        print("|---|---|---|---|---|---|")
+        for name in todo:
+            ratios = [r / b for r, b in zip(rates[name], rates[baseline])] if baseline in rates else [float("nan")]
+            mean, se, ntok = fp32_logprobs(model, tok, samples[name])
+            z = (mean - ref_mean) / (se**2 + ref_se**2) ** 0.5 if name != ref_name else 0.0
+            print(f"| {name} | {statistics.median(wall[name]):.1f} | {statistics.median(rates[name]):.1f} | {statistics.median(ratios):.2f} "
+                  f"({min(ratios):.2f}-{max(ratios):.2f}) | {mean:.3f} ({se:.3f}, {ntok} tokens) | {z:+.2f} |")
+        if "sampler bf16" in rates and baseline in rates:
+            best = statistics.median([r / b for r, b in zip(rates["sampler bf16"], rates[baseline])])
+            print(f"target: sampler bf16 >= 2x {baseline}: {best:.2f}x -> {'OK' if best >= 2 else 'MISSED'}\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
 """Reward-model training throughput: bayesrm's RewardTrainer vs TRL's RewardTrainer, same run.
 
 Same backbone (all-MiniLM-L6-v2), LoRA config (r=8, alpha=16, query/value), data (HH-RLHF
-harmless pairs), max length, batch size and number of steps. Prints pairs/s of each and the ratio
-bayesrm / TRL (target >= 1.0). Each trainer runs WARMUP steps first, then STEPS timed steps.
+harmless pairs), max length, batch size and number of steps. Each trainer runs WARMUP steps first,
+then STEPS timed steps. The two are interleaved and repeated (TRL, bayesrm, TRL, bayesrm, ...,
+ROUNDS times; see interleave.py): the verdict is the median of the per-round ratios bayesrm / TRL
+(target >= 1.0), printed with its range, so one burst of load on a shared machine cannot flip it.
 
-    python benchmarks/train_throughput.py [--steps 20] [--batch-size 16] [--max-length 128]
+    python benchmarks/train_throughput.py [--steps 20] [--batch-size 16] [--max-length 128] [--rounds 3]
+    python benchmarks/train_throughput.py --small    # a quick check that it runs
 """
 
 from __future__ import annotations
@@ -80,20 +83,29 @@ def run_trl(pairs, args, out: str) -> float:
 
 
 def main() -> None:
+    from interleave import format_ratio, paired_ratios, run_interleaved, summarize
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3, help="Interleaved TRL / bayesrm rounds (median ratio reported).")
+    parser.add_argument("--small", action="store_true", help="Tiny sizes (3 steps, batch 4, length 32, 2 rounds): checks that it runs.")
     args = parser.parse_args()
+    if args.small:
+        args.steps, args.warmup, args.batch_size, args.max_length, args.rounds = 3, 1, 4, 32, 2
     pairs = load_pairs((args.steps + args.warmup) * args.batch_size)
     with tempfile.TemporaryDirectory() as tmp:
-        trl = run_trl(pairs, args, os.path.join(tmp, "trl"))
-        ours = run_bayesrm(pairs, args, os.path.join(tmp, "bayesrm"))
-    print(f"threads={torch.get_num_threads()} batch={args.batch_size} max_length={args.max_length} steps={args.steps}")
-    print(f"TRL RewardTrainer : {trl:7.2f} pairs/s")
-    print(f"bayesrm           : {ours:7.2f} pairs/s")
-    print(f"ratio bayesrm/TRL : {ours / trl:.2f}  (target >= 1.0)")
+        rates = run_interleaved({"trl": lambda: run_trl(pairs, args, os.path.join(tmp, "trl")),
+                                 "bayesrm": lambda: run_bayesrm(pairs, args, os.path.join(tmp, "bayesrm"))}, args.rounds)
+    ratios = paired_ratios(rates["bayesrm"], rates["trl"])
+    print(f"threads={torch.get_num_threads()} batch={args.batch_size} max_length={args.max_length} steps={args.steps} "
+          f"rounds={args.rounds}")
+    for name, label in (("trl", "TRL RewardTrainer"), ("bayesrm", "bayesrm")):
+        r = summarize(rates[name])
+        print(f"{label:18s}: {r['median']:7.2f} pairs/s median (range {r['min']:.2f}-{r['max']:.2f})")
+    print(format_ratio("ratio bayesrm/TRL", ratios, "target >= 1.0", ok=lambda m: m >= 1.0))
 
 
 if __name__ == "__main__":

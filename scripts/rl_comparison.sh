@@ -21,7 +21,7 @@ one_seed() {
     local resume=()
     if [ -d "$dir/checkpoint" ]; then resume=(--resume)
     else rm -rf "$dir"; fi                  # died before its first checkpoint: start again
-    "$BAYESRM" rl --config sentiment --preset "$preset" --set "seed=$seed" --steps "$STEPS" \
+    "$BAYESRM" rl --config sentiment --preset "$preset" --seed "$seed" --steps "$STEPS" \
       --out "$dir" --quiet "${resume[@]}" >>"$OUT/$preset-seed$seed.log" 2>&1
   done
 }

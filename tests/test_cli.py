@@ -31,7 +31,7 @@ def test_train_score_eval_round_trip(pairs_file, tiny_bert_dir, tmp_path, capsys
     records.write_text(json.dumps({"prompt": "what do you think", "response": "it is good"}) + "\n"
                        + json.dumps({"prompt": "what do you think", "response": "it is terrible"}) + "\n")
     scored = tmp_path / "scored.jsonl"
-    assert main(["score", "--model", str(out / "model"), "--input", str(records), "--output", str(scored)]) == 0
+    assert main(["score", "--model", str(out / "model"), "--input", str(records), "--out", str(scored)]) == 0
     rows = [json.loads(line) for line in scored.read_text().splitlines()]
     assert [r["response"] for r in rows] == ["it is good", "it is terrible"]
     assert rows[0]["reward"] > rows[1]["reward"] and rows[0]["reward_var"] == 0.0
@@ -74,15 +74,85 @@ def test_help_documents_every_option(capsys):
     assert "(default:" in text and "LoRA rank" in text
 
 
-def test_laplace_command_fits_on_the_training_split(pairs_file, tiny_bert_dir, tmp_path, capsys):
+def test_a_model_keeps_its_split_for_laplace_and_eval(pairs_file, tiny_bert_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(train_args(pairs_file, tiny_bert_dir, out)) == 0
+    assert main(train_args(pairs_file, tiny_bert_dir, out) + ["--split-seed", "3"]) == 0
+    trained = json.loads((out / "metrics.json").read_text())
+    saved = json.loads((out / "model" / "config.json").read_text())["data_options"]
+    assert saved["test_fraction"] == 0.25 and saved["split_seed"] == 3 and saved["data"] == str(pairs_file.resolve())
+    assert (out / "checkpoints" / "train_log.jsonl").is_file()  # the Trainer's records go to a file, not the console
+    assert "{'loss'" not in capsys.readouterr().out
+    # no data or split options: eval uses the saved split (seed 3, 25% held out), so it reproduces train's numbers
+    assert main(["eval", "--model", str(out / "model"), "--out", str(tmp_path / "eval0")]) == 0
+    assert json.loads((tmp_path / "eval0" / "metrics.json").read_text()) == pytest.approx(trained)
     capsys.readouterr()
-    assert main(["laplace", "--model", str(out / "model"), "--data", str(pairs_file), "--test-fraction", "0.25",
-                 "--prior-precision", "auto"]) == 0
+    assert main(["eval", "--model", str(out / "model"), "--split-seed", "0"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--split-seed 0 conflicts with the split the model was trained with (split_seed=3" in err
+    assert main(["laplace", "--model", str(out / "model"), "--prior-precision", "auto"]) == 0
     assert "Laplace-LoRA on 36 pairs" in capsys.readouterr().err  # 48 pairs, 25% held out
     posterior = out / "model-laplace"
-    assert main(["eval", "--model", str(posterior), "--data", str(pairs_file), "--test-fraction", "0.25",
-                 "--out", str(tmp_path / "eval")]) == 0
+    assert json.loads((posterior / "config.json").read_text())["data_options"]["split_seed"] == 3
+    assert main(["eval", "--model", str(posterior), "--test-fraction", "0.25", "--out", str(tmp_path / "eval")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["n"] == 12 and metrics["mean_margin_std"] > 0
+
+
+def test_option_files_are_checked_at_load(pairs_file, tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    cases = {
+        "max_steps: '2'\n": r"train.yaml: max_steps: expected int, got str ('2')",
+        "skip_invalid: 'false'\n": r"train.yaml: skip_invalid: expected true or false, got str ('false')",
+        "lora_r: -1\n": r"train.yaml: lora_r must be >= 0, got -1",
+        "learning_rat: 0.1\n": r"train.yaml: learning_rat: unknown option (did you mean 'learning_rate'?)",
+        "preset: quick\n": r"train.yaml: preset: choose a preset with --preset",
+        "method: lora_ensemble\n": r"train.yaml: method: expected one of",
+    }
+    for text, message in cases.items():
+        config.write_text(f"data: {pairs_file}\n" + text)
+        assert main(["train", "--config", str(config), "--out", str(tmp_path / "never")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, (text, err)
+    assert not (tmp_path / "never").exists()
+    config.write_text("lora_r: 2\npresets:\n  small: {lora_r: 1, max_steps: 3}\n")
+    from bayesrm.cli.options import parse_with_config
+
+    args = parse_with_config(build_parser(), ["train", "--config", str(config), "--preset", "small"])
+    assert args.lora_r == 1 and args.max_steps == 3
+
+
+def test_score_keeps_output_as_a_deprecated_spelling_of_out():
+    args = build_parser().parse_args(["score", "--model", "m", "--input", "i", "--output", "o.jsonl"])
+    assert args.output == "o.jsonl" and "out" not in vars(args)
+    args = build_parser().parse_args(["score", "--model", "m", "--input", "i", "--out", "o.jsonl"])
+    assert args.out == "o.jsonl"
+
+
+def test_scenario_flags_override_fields_and_are_checked(capsys):
+    from bayesrm.cli.options import nested_overrides
+    from bayesrm.scenarios.config import load_scenario
+
+    args = build_parser().parse_args(["bon", "--bon-prompts", "3", "--training-learning-rate", "0.1", "--seed", "4",
+                                      "--sampling-temperature", "0.7", "--model-lora-r", "2", "--prompts-source", "p.txt"])
+    config = load_scenario(args.config, args.preset, nested_overrides(args, ("seed",)))
+    assert (config.bon.prompts, config.training.learning_rate, config.seed, config.sampling.temperature) == (3, 0.1, 4, 0.7)
+    assert config.model.lora_r == 2 and config.prompts.source == "p.txt" and config.bon.n_samples == 32
+    assert main(["bon", "--bon-n-samples", "1"]) == 2
+    assert "bon: needs n_samples >= 2" in capsys.readouterr().err
+    rl = build_parser().parse_args(["rl", "--config", "sentiment", "--kl-coef", "0.2", "--chat-template", "false", "--steps", "5"])
+    assert nested_overrides(rl)["rl"] == {"kl_coef": 0.2, "chat_template": False, "steps": 5}
+
+
+def test_known_third_party_warnings_are_filtered():
+    import warnings
+
+    from bayesrm.cli.main import quiet_warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.resetwarnings()
+        warnings.simplefilter("always")
+        quiet_warnings()
+        warnings.warn_explicit("`x` is deprecated", FutureWarning, "modeling_utils.py", 1, module="transformers.modeling_utils")
+        warnings.warn_explicit("`y` is deprecated", FutureWarning, "module.py", 1, module="torch.nn.modules.module")
+        warnings.warn_explicit("ours", FutureWarning, "bon.py", 1, module="bayesrm.scenarios.bon")
+    assert [str(w.message) for w in seen] == ["ours"]

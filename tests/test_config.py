@@ -7,6 +7,7 @@ random section of the built-in scenario and expect one line naming the file, sec
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def test_a_misspelt_key_in_any_section_names_section_and_key(case):
     ("training: {learning_rat: 0.1}", None, r"training\.learning_rat: unknown key \(did you mean 'learning_rate'\?\)"),
     ("training: {max_steps: '2'}", None, r"training\.max_steps: expected int, got str \('2'\)"),
     ("model: {disable_dropout: 'false'}", None, r"model\.disable_dropout: expected true or false, got str \('false'\)"),
-    ("proxies: [{name: e, method: lora_ensemble}]", None, r"proxies\[0\]\.method: must be one of .*did you mean 'lora-ensemble'"),
+    ("proxies: [{name: e, method: lora_ensemble}]", None, r"proxies\[0\]\.method: expected one of .*did you mean 'lora-ensemble'"),
     ("proxies: [{name: e, method: heads, members: '5'}]", None, r"proxies\[0\]\.ensemble\.members: expected int"),
     ("rl: {steps: '2'}", None, r"rl\.steps: expected int"),
     ("rl: {kl_coef: 1, lr: 3e-4}", "ok", None),
@@ -230,7 +231,7 @@ class Outer:
 def test_from_mapping_checks_unions_literals_and_nesting():
     assert from_mapping(Outer, {"x": "a", "inner": {"k": "b"}, "items": [1, "2e-3"]}, "t") == Outer("a", Inner("b"), [1.0, 0.002])
     assert from_mapping(Outer, None, "t") == Outer()
-    for data, message in [({"x": 1.5}, r"t: x: expected int \| str"), ({"inner": {"k": "c"}}, r"t: inner\.k: must be one of 'a', 'b'"),
+    for data, message in [({"x": 1.5}, r"t: x: expected int \| str"), ({"inner": {"k": "c"}}, r"t: inner\.k: expected one of 'a', 'b'"),
                           ({"items": 3}, r"t: items: expected a list"), ({"table": {"a": True}}, r"t: table\.a: expected int"),
                           ({1: 2}, "keys must be text"), ([1], "expected a mapping of Outer fields")]:
         with pytest.raises(ConfigError, match=message):
@@ -244,3 +245,39 @@ def test_load_config_errors_name_the_file(tmp_path):
         load_config(path, "a")
     with pytest.raises(FileNotFoundError, match="cannot read"):
         load_config(Path(tmp_path / "missing.yaml"))
+
+
+def _train_option_fields() -> list[tuple[str, typing.Any]]:
+    from bayesrm.cli.common import DataOptions
+    from bayesrm.cli.train import TRAINING_OPTIONS, TrainOptions
+    from bayesrm.models.reward_model import RewardModelConfig
+    from bayesrm.training.trainer import RewardTrainingConfig
+    from bayesrm.uncertainty.base import EnsembleConfig
+
+    out = []
+    for cls in (TrainOptions, DataOptions, RewardModelConfig, EnsembleConfig, RewardTrainingConfig):
+        fields = checkable_fields(cls)
+        out += [(n, t) for n, t in fields if cls is not RewardTrainingConfig or n in TRAINING_OPTIONS]
+    return [(n, t) for n, t in out if n != "seed"]
+
+
+TRAIN_FIELDS = _train_option_fields()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(TRAIN_FIELDS).flatmap(lambda f: st.tuples(st.just(f[0]), wrong_values(f[1]))))
+def test_a_wrong_type_in_a_train_option_file_is_one_line_naming_file_and_option(tmp_path_factory, case):
+    import contextlib
+    import io
+
+    from bayesrm.cli.main import main
+
+    name, value = case
+    path = tmp_path_factory.mktemp("opts") / "train.yaml"
+    path.write_text(yaml.safe_dump({name: value}))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["train", "--config", str(path), "--out", str(path.parent / "out")])
+    lines = err.getvalue().strip().splitlines()
+    assert code == 2 and len(lines) == 1 and re.search(rf"train\.yaml: {name}(:|\[)", lines[0]), (name, value, lines)
+    assert not (path.parent / "out").exists()

@@ -276,3 +276,21 @@ def test_cache_keeps_texts_with_unicode_line_separators(tmp_path):
     cache.add([(("p", i), Sample(text=t, num_tokens=3, finished=True)) for i, t in enumerate(texts)])
     reloaded = SampleCache(tmp_path / "c.jsonl")
     assert [reloaded[("p", i)].text for i in range(3)] == texts
+
+
+def test_two_level_cdf_matches_the_float64_cdf_on_a_large_peaked_vocabulary():
+    """The fast unfiltered path (block sums, then one block) draws the token the full float64 CDF
+    draws, including across block edges, with a vocabulary that is not a multiple of the block."""
+    from bayesrm.generation.decoding import _sample_filtered, sample_with_logprobs
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 1000) * 8  # most tokens underflow to probability ~0
+    n = 3000
+    u = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    wide = logits.expand(n, -1)
+    for temperature in (1.0, 1.7):
+        tokens, logprobs = sample_with_logprobs(wide, u, temperature)
+        assert torch.equal(tokens, _sample_filtered(wide, u, temperature, 0, 1.0))
+        ref = torch.log_softmax(logits[0].double() / temperature, -1)[tokens]
+        assert torch.allclose(logprobs.double(), ref, atol=1e-5)
+        assert len(set((tokens // 256).tolist())) > 1  # the draws span several blocks

@@ -84,8 +84,8 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 # ---- curvature ---------------------------------------------------------------------------------
 def test_pair_kfac_is_exact_for_rank_one_lora_and_head(tiny_bert_dir):
-    """Every per-pair gradient of a rank-1 LoRA map or of the head has rank one, where 'pair' K-FAC is
-    exact: each diagonal block equals the brute-force GGN block (many pairs, many tokens)."""
+    """A rank-1 LoRA map (A: d_out = 1, B: d_in = 1) and the head (d_out = 1) have a one-dimensional
+    side, where 'pair' K-FAC is exact: each diagonal block equals the brute-force GGN block."""
     model = make_model(tiny_bert_dir, r=1, modules=["query", "value"], layers=[1])
     pairs = make_pairs(12)
     la = LaplaceLoRA(model, include_head=True, low_rank=None).fit(pairs, batch_size=5)
@@ -260,3 +260,31 @@ def test_variance_grows_off_the_training_data(tiny_bert_dir):
     print(f"\nmargin variance at lambda=1e-6: training pairs {seen.var.tolist()}, shifted pairs {shifted.var.tolist()}")
     assert torch.all(seen.var.double() <= bound * (1 + 1e-3))
     assert shifted.var.min() > 1e3 * seen.var.max()
+
+
+def _pair_kfac_vs_exact(d_out: int, d_in: int, n: int = 20, seed: int = 0) -> float:
+    """Relative Frobenius error of 'pair' K-FAC G (x) A against the exact block sum_n vec(M_n) vec(M_n)^T
+    for rank-one per-pair gradients M_n = g_n a_n^T (one token on the chosen side, none on the rejected)."""
+    from bayesrm.uncertainty.laplace.jacobians import TokenGrads
+    from bayesrm.uncertainty.laplace.kfac import KFACAccumulator
+
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, d_in, generator=gen, dtype=torch.float64)
+    g = torch.randn(n, d_out, generator=gen, dtype=torch.float64)
+    tg = TokenGrads(inputs=torch.cat([a, torch.zeros_like(a)]), grads=torch.cat([g, torch.zeros_like(g)]))
+    acc = KFACAccumulator(d_out, d_in, mode="pair")
+    acc.update(tg, torch.ones(n, dtype=torch.float64), torch.ones(2 * n, 1))
+    K = acc.finalize(low_rank=None, dtype=torch.float64).dense()
+    M = g[:, :, None] * a[:, None, :]  # [n, d_out, d_in], each of rank one
+    exact = torch.einsum("ni,nj->ij", M.reshape(n, -1), M.reshape(n, -1))  # row-major vec order
+    return rel_err(K, exact)
+
+
+def test_pair_kfac_exact_iff_one_side_is_one_dimensional():
+    """Rank-one M_n alone does not make K-FAC exact (a sum of Kronecker products is not one); it is
+    exact when d_out = 1 (the head; LoRA A at r = 1) or d_in = 1 (LoRA B at r = 1)."""
+    assert _pair_kfac_vs_exact(1, 6) < 1e-12
+    assert _pair_kfac_vs_exact(5, 1) < 1e-12
+    err = _pair_kfac_vs_exact(4, 6)
+    print(f"\nrank-one M_n, d_out = 4, d_in = 6: rel. Frobenius error {err:.3f}")
+    assert err > 0.05

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -221,3 +222,38 @@ def test_parse_composition_and_spec_round_trip(pred):
 def test_parse_errors(spec, match):
     with pytest.raises(ValueError, match=match):
         parse_reward(spec)
+
+
+def test_prompt_reference_extends_once_per_prompt_and_round_trips_its_state():
+    from bayesrm.rewards import PromptReference
+
+    ref = PromptReference(["a", "a", "b"], torch.tensor([1.0, 3.0, 2.0]))
+    ref.extend(["c", "c"], torch.tensor([0.0, 4.0]))
+    assert ref.quantile(0.5) == {"a": 2.0, "b": 2.0, "c": 2.0}
+    with pytest.raises(ValueError, match="already"):
+        ref.extend(["a"], torch.tensor([9.0]))
+    back = PromptReference.from_state(json.loads(json.dumps(ref.to_state())))
+    assert back.quantile(0.25) == ref.quantile(0.25)
+    reward = parse_reward("log_sigmoid:q=0.5", reference=ref)
+    fresh = parse_reward("log_sigmoid:q=0.5")
+    fresh.load_state_dict(json.loads(json.dumps(reward.state_dict())))
+    assert fresh.reference.quantile(0.5) == ref.quantile(0.5)
+
+
+def test_sum_spec_parses_terms_and_round_trips():
+    reward = parse_reward("log_sigmoid + (zscore|std:k=1e+3|log_sigmoid:q=0.5)")
+    assert isinstance(reward, SumOf) and len(reward.rewards) == 2
+    assert reward.rewards[1].base.base.k == 1000.0
+    assert parse_reward(reward.spec()).spec() == reward.spec()
+    with pytest.raises(ValueError, match="empty term"):
+        parse_reward("mean + ")
+
+
+def test_fitting_a_standardised_log_sigmoid_keeps_given_reference_levels():
+    """zscore|log_sigmoid with given levels: fit() standardises but must not replace the levels with batch quantiles."""
+    reward = parse_reward("zscore|log_sigmoid", reference={"a": 0.5, "b": -0.5})
+    pred = RewardPrediction(mean=torch.tensor([1.0, 2.0, 3.0, 4.0]), var=torch.zeros(4))
+    reward.fit(pred, ["a", "a", "b", "b"])
+    assert reward.reference == {"a": 0.5, "b": -0.5} and reward.base.standardizer is not None
+    z = (pred.mean - 2.5) / pred.mean.std(unbiased=False)
+    torch.testing.assert_close(reward(pred, ["a", "a", "b", "b"]), torch.nn.functional.logsigmoid(z - torch.tensor([0.5, 0.5, -0.5, -0.5])))

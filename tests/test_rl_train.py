@@ -196,7 +196,7 @@ def test_cli_runs_and_resumes_from_a_scenario_file(tokenizer, tiny_rm, tmp_path)
     parser = argparse.ArgumentParser()
     cli.add_parser(parser.add_subparsers())
     out = tmp_path / "run"
-    base = ["rl", "--config", str(tmp_path / "scenario.yaml"), "--out", str(out), "--quiet", "--set", "lora_r=2"]
+    base = ["rl", "--config", str(tmp_path / "scenario.yaml"), "--out", str(out), "--quiet", "--lora-r", "2", "--set", "lora_alpha=4"]
     args = parser.parse_args(base + ["--algo", "rloo", "--steps", "2"])
     assert args.run(args) == 0
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
@@ -243,7 +243,11 @@ def test_sampler_is_the_policy_itself_no_hidden_top_k(tokenizer):
 
 
 def test_cli_overrides_keep_set_values_unless_a_flag_is_given():
+    from bayesrm.cli.main import build_parser
     from bayesrm.cli.rl import collect_overrides
 
-    assert collect_overrides(["steps=6", "kl_coef=0.1"], algo=None, steps=None) == {"steps": 6, "kl_coef": 0.1}
-    assert collect_overrides(["steps=6"], algo="ppo", steps=3) == {"steps": 3, "algo": "ppo"}
+    def overrides(*argv):
+        return collect_overrides(build_parser().parse_args(["rl", "--config", "s.yaml", *argv]))
+
+    assert overrides("--set", "steps=6", "kl_coef=0.1") == {"steps": 6, "kl_coef": 0.1}
+    assert overrides("--set", "steps=6", "--algo", "ppo", "--steps", "3") == {"steps": 3, "algo": "ppo"}

@@ -10,6 +10,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from bayesrm.generation import PolicySampler, SamplingConfig, generate_rows
 from bayesrm.generation.precision import cpu_has_fast_bf16, model_in_dtype, resolve_dtype
+from bayesrm.generation.sampler import sample_seed
 
 EOS = 6  # "</s>" in the tiny word vocabulary
 PROMPT_IDS = [[7, 8, 9], [20, 21, 22, 23]]
@@ -131,3 +132,33 @@ def test_bf16_and_fp32_samples_from_the_same_seeds_agree(lm):
     assert (lp16.mean() - lp32.mean()).abs() <= 2 * se
     reported = torch.tensor([x for g in g16 for x in g.logprobs], dtype=torch.float64)
     assert (reported - lp16).abs().max() < 0.1 and (reported - lp16).abs().mean() < 0.02
+
+
+def test_sampler_generations_carry_logprobs_of_the_cached_samples(lm, tokenizer):
+    prompts = ["hello how are you", "thanks"]
+    sampler = PolicySampler(lm, tokenizer, "tiny", SamplingConfig(max_new_tokens=8, batch_size=3, dtype="fp32"))
+    gens = sampler.generations(prompts, 4)
+    records = sampler.sample_records(prompts, 4, progress=False)
+    for prompt, grow, rrow in zip(prompts, gens, records):
+        ids = tokenizer(prompt)["input_ids"]
+        reference = fp32_token_logprobs(lm, [ids], [0] * 4, grow)
+        for g, r, ref in zip(grow, rrow, reference):
+            assert tokenizer.decode(list(g.token_ids), skip_special_tokens=True) == r.text and g.finished == r.finished
+            assert torch.allclose(torch.tensor(g.logprobs, dtype=torch.float64), ref, atol=1e-4)
+
+
+def test_bf16_sampling_follows_the_model_as_it_is_when_sampled(tokenizer):
+    """The bf16 copy is made at each call: weights changed after the sampler was built are used."""
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=128)
+    model = LlamaForCausalLM(cfg).eval()
+    sampler = PolicySampler(model, tokenizer, "tiny", SamplingConfig(max_new_tokens=6, dtype="bf16"))
+    before = sampler.generations(["hello"], 4)[0]
+    with torch.no_grad():
+        model.lm_head.weight.mul_(-3.0)  # e.g. an RL update
+    after = sampler.generations(["hello"], 4)[0]
+    ids = tokenizer("hello")["input_ids"]
+    seeds = [sample_seed(0, "hello", i) for i in range(4)]
+    expected = generate_rows(model_in_dtype(model, "bf16"), [ids], [0] * 4, seeds, sampler.eos_ids, tokenizer.pad_token_id, 6)
+    assert after == expected and after != before

@@ -31,6 +31,17 @@ def test_rl_presets_resolve_to_the_comparison_runs(preset, proxy, kl_mode):
     assert reward.spec().startswith("zscore|") and not reward.is_fitted()  # fitted on the first RL batch
 
 
+def test_fair_rl_presets_differ_only_in_the_penalty():
+    """The fair comparison: same proxy, algorithm, KL mechanism and coefficient; only the reward changes."""
+    from dataclasses import asdict
+
+    cfgs = {p: asdict(load_scenario("sentiment", preset=f"rl-fair-{p}").rl) for p in ("mean", "std", "var", "up")}
+    rewards = {p: c.pop("reward") for p, c in cfgs.items()}
+    assert all(c == cfgs["mean"] for c in cfgs.values())
+    assert rewards == {"mean": "zscore|mean", "std": "zscore|std:k=1", "var": "zscore|var:k=1", "up": "zscore|up:beta2=1"}
+    assert cfgs["mean"]["kl_mode"] == "penalty" and cfgs["mean"]["proxy"].endswith("runs/demo/proxies/diverse/model")
+
+
 def test_scenario_errors_name_the_key(tmp_path):
     bad = tmp_path / "s.yaml"
     bad.write_text("name: x\nbon: {prompts: 2, n_sampels: 8}\n")
@@ -102,6 +113,9 @@ def test_tiny_scenario_end_to_end_and_resume(tmp_path, tiny_causal_lm_dir, tiny_
     assert "| map / `mean` |" in text and "| ens / `zscore|min` |" in text and "| lap / `zscore|std:k=1` |" in text
     assert "map / `zscore|min`" not in text  # worst-case needs members
     assert "sum of log-sigmoid (AND)" in text
+    sigma_gold = json.loads((out / "sigma_gold.json").read_text())  # sigma vs |z(proxy) - z(gold)|
+    assert sigma_gold["map"]["pearson"] != sigma_gold["map"]["pearson"]  # NaN: a point model's sigma is 0
+    assert -1 <= sigma_gold["lap"]["spearman"] <= 1 and "| ens |" in text
     for name in ["bon.png", "curves.json", "bon/map/report.md", "bon/ens/bon.png", "scores/gold.safetensors", "pairs.jsonl"]:
         assert (out / name).exists(), name
     # a re-run generates, trains and scores nothing: every stage comes from disk

@@ -98,8 +98,9 @@ def test_concurrent_requests_share_one_forward(scorer):
         barrier, answers = threading.Barrier(8), [None] * 8
 
         def one(i):
-            barrier.wait()
-            answers[i] = httpx.post(url + "/score", json={"prompts": [PROMPTS[i % 4]], "responses": [RESPONSES[i % 6]]}, timeout=60).json()
+            with httpx.Client(timeout=60) as client:  # built before the barrier: requests leave together
+                barrier.wait()
+                answers[i] = client.post(url + "/score", json={"prompts": [PROMPTS[i % 4]], "responses": [RESPONSES[i % 6]]}).json()
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
         for t in threads:
@@ -120,8 +121,9 @@ def test_max_batch_splits_batches_and_keeps_requests_whole(scorer):
         barrier = threading.Barrier(4)
 
         def one():
-            barrier.wait()
-            httpx.post(url + "/score", json={"prompts": PROMPTS[:3], "responses": RESPONSES[:3]}, timeout=60)
+            with httpx.Client(timeout=60) as client:
+                barrier.wait()
+                client.post(url + "/score", json={"prompts": PROMPTS[:3], "responses": RESPONSES[:3]})
 
         threads = [threading.Thread(target=one) for _ in range(4)]
         for t in threads:
@@ -169,3 +171,15 @@ def test_reference_endpoint_sets_log_sigmoid_levels(scorer):
     new_base = (new.mean.double() - loc) / scale - new.std.double() / scale
     expected = torch.nn.functional.logsigmoid(new_base - torch.tensor(levels, dtype=torch.float64))
     assert out["reward"] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_odd_but_valid_texts_are_scored(scorer):
+    """Empty, control, emoji, zero-width and over-long texts pass validation and the real tokenizer alike."""
+    prompts = ["", "\x00", [{"role": "system", "content": ""}, {"role": "user", "content": "🙂" * 10}]]
+    responses = ["", "\u200b\u0301", "good " * 400]
+    with serving(make_app(scorer, reward="std:k=1", max_text_chars=5000)) as url:
+        answer = httpx.post(url + "/score", json={"prompts": prompts, "responses": responses})
+        assert answer.status_code == 200, answer.text
+        assert httpx.get(url + "/health").json()["batching"]["items"] == 3
+    direct = scorer.score(prompts, responses)
+    assert answer.json()["mean"] == pytest.approx(direct.mean.tolist(), abs=1e-5)

@@ -96,7 +96,7 @@ def convert(tp: Any, value: Any, where: str) -> Any:
         allowed = typing.get_args(tp)
         if any(value == a and type(value) is type(a) for a in allowed):
             return value
-        raise ConfigError(f"{where}: must be one of {', '.join(map(repr, allowed))}; got {value!r}{suggest(str(value), map(str, allowed))}")
+        raise ConfigError(f"{where}: expected one of {', '.join(map(repr, allowed))}; got {value!r}{suggest(str(value), map(str, allowed))}")
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list ({type_name(tp)}), got {describe(value)}")
@@ -133,7 +133,7 @@ def convert(tp: Any, value: Any, where: str) -> Any:
         for member in tp:
             if value in (member, member.value, member.name):
                 return member
-        raise ConfigError(f"{where}: must be one of {[m.value for m in tp]}; got {value!r}")
+        raise ConfigError(f"{where}: expected one of {[m.value for m in tp]}; got {value!r}")
     if isinstance(tp, type):
         if isinstance(value, tp):
             return value

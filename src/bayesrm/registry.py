@@ -20,6 +20,7 @@ SCORER_CLASSES: dict[str, str] = {
     "independent_ensemble": "bayesrm.uncertainty.independent:IndependentEnsemble",
     "laplace": "bayesrm.uncertainty.laplace.posterior:LaplaceLoRA",
     "laplace_ensemble": "bayesrm.uncertainty.laplace.ensemble:LaplaceEnsemble",
+    "mc_dropout": "bayesrm.uncertainty.mc_dropout:MCDropout",
 }
 
 

@@ -1,12 +1,26 @@
-"""`bayesrm bon`: run a best-of-n overoptimization scenario (sample, label, train proxies, score, report)."""
+"""`bayesrm bon`: run a best-of-n overoptimization scenario (sample, label, train proxies, score, report).
+
+--config names a scenario file (or a built-in scenario); --preset picks one of its presets; the
+section flags (--bon-prompts, --sampling-temperature, --training-learning-rate, ...) override
+single fields of it, and are checked with the file.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+SECTIONS = ("prompts", "sampling", "preferences", "model", "training", "bon")
+"""Scenario sections with generated --<section>-<field> flags (training: the TrainingArguments `bayesrm train` exposes)."""
+TOP_LEVEL = ("name", "seed", "policy", "gold")
+
 
 def add_arguments(p: argparse.ArgumentParser, default_out: str | None, default_config: str = "sentiment") -> None:
+    from bayesrm.cli.options import add_dataclass_options
+    from bayesrm.cli.train import TRAINING_OPTIONS
+    from bayesrm.config import field_types
+    from bayesrm.scenarios.config import ScenarioConfig
+
     p.add_argument("--config", default=default_config,
                    help=f"Scenario YAML, or the name of a built-in one ('helpful', 'sentiment'; default {default_config!r}).")
     p.add_argument("--preset", default=None, help="A preset of the scenario (e.g. 'full' for the larger figure).")
@@ -16,6 +30,11 @@ def add_arguments(p: argparse.ArgumentParser, default_out: str | None, default_c
     p.add_argument("--samples", default=None,
                    help="Sample cache directory (default: OUT/samples); point several runs at one cache to share samples.")
     p.add_argument("--no-progress", action="store_true", help="No progress bars (logs only).")
+    add_dataclass_options(p, ScenarioConfig, only=TOP_LEVEL, title="scenario (override the file)", default_note="the file's")
+    types = field_types(ScenarioConfig)
+    for section in SECTIONS:
+        add_dataclass_options(p, types[section], only=TRAINING_OPTIONS if section == "training" else None, prefix=section,
+                              exclude=("seed", "output_dir") if section == "training" else (), title=f"scenario {section}:", default_note="the file's")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,10 +44,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bayesrm.cli.options import nested_overrides
     from bayesrm.scenarios.config import load_scenario
     from bayesrm.scenarios.summary import run_scenario
 
-    config = load_scenario(args.config, preset=args.preset)
+    config = load_scenario(args.config, preset=args.preset, overrides=nested_overrides(args, TOP_LEVEL))
     out = Path(args.out or f"runs/{config.name}{'-' + args.preset if args.preset else ''}")
     for report in run_scenario(config, out, args.seeds, progress=not args.no_progress, cache_dir=args.samples):
         print(f"report: {report}")

@@ -1,13 +1,15 @@
-"""Options and steps shared by several subcommands (data selection, model options, evaluation output)."""
+"""Options and steps shared by several subcommands: which data, how it is split, and the split saved with a model."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-from bayesrm.cli.options import add_dataclass_options, build_dataclass
+from bayesrm.cli.options import add_dataclass_options, build_dataclass, given
+from bayesrm.config import from_mapping, to_mapping
 from bayesrm.data.schema import PreferencePair
 
 EMBEDDED_DATA = {"hh-harmless": "embedded_hh_harmless_path"}
@@ -19,7 +21,7 @@ class DataOptions:
 
     data: str = "hh-harmless"
     """Preference file (JSONL / JSON / Parquet / .jsonl.gz / saved HF dataset dir) or 'hh-harmless' (embedded HH-RLHF harmless test, MIT)."""
-    format: str = "auto"
+    format: Literal["auto", "standard", "hh"] = "auto"
     """auto | standard (prompt, chosen, rejected) | hh (whole HH-RLHF dialogues in chosen / rejected)."""
     columns: list[str] | None = None
     """Column mapping as name=column pairs, e.g. prompt=question chosen=good rejected=bad."""
@@ -59,12 +61,60 @@ def parse_columns(pairs: list[str] | None) -> dict[str, str] | None:
     return out
 
 
-def load_split(args: argparse.Namespace) -> dict[str, list[PreferencePair]]:
+DATA_OPTIONS_KEY = "data_options"
+"""config.json key under which `bayesrm train` saves the DataOptions a model was trained with."""
+
+
+def data_options(args: argparse.Namespace, model_dir: str | Path | None = None) -> DataOptions:
+    """The data options of a command; with ``model_dir``, those saved with the model are the defaults.
+
+    An explicit option that differs from the saved one is refused (it would re-split the data and,
+    for ``laplace``, could fit the posterior on test pairs), except ``--data`` naming other data:
+    then the model's split does not apply and the given options are used as they are.
+    """
+    opts: DataOptions = build_dataclass(DataOptions, args)
+    saved = saved_data_options(model_dir) if model_dir is not None else None
+    if saved is None or (given(args, "data") and not same_data(opts.data, saved.data)):
+        return opts
+    for f in fields(DataOptions):
+        mine, theirs = getattr(opts, f.name), getattr(saved, f.name)
+        if f.name != "data" and given(args, f.name) and mine != theirs:
+            raise ValueError(
+                f"--{f.name.replace('_', '-')} {mine} conflicts with the split the model was trained with "
+                f"({f.name}={theirs}, saved in {model_dir}/config.json); omit it to use the saved split"
+            )
+    return saved
+
+
+def saved_data_options(model_dir: str | Path) -> DataOptions | None:
+    """The DataOptions saved in a model's config.json (a posterior falls back to its reward model's)."""
+    from bayesrm.models.checkpoint import read_meta
+
+    for directory in (Path(model_dir), Path(model_dir) / "reward_model"):
+        if (directory / "config.json").is_file():
+            saved = read_meta(directory).get(DATA_OPTIONS_KEY)
+            if saved is not None:
+                return from_mapping(DataOptions, saved, f"{directory / 'config.json'}: {DATA_OPTIONS_KEY}")
+    return None
+
+
+def save_data_options(model_dir: str | Path, opts: DataOptions) -> None:
+    """Record the data options in the model's config.json (data paths made absolute)."""
+    from bayesrm.models.checkpoint import update_meta
+
+    data = opts.data if opts.data in EMBEDDED_DATA or not Path(opts.data).exists() else str(Path(opts.data).resolve())
+    update_meta(model_dir, **{DATA_OPTIONS_KEY: to_mapping(dataclasses.replace(opts, data=data))})
+
+
+def same_data(a: str, b: str) -> bool:
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+
+
+def load_split(opts: DataOptions) -> dict[str, list[PreferencePair]]:
     """Load the data the options name and split it: {'train', 'validation', 'test'} -> pairs."""
     from bayesrm.data.loading import load_preferences
     from bayesrm.data.splits import split_pairs
 
-    opts: DataOptions = build_dataclass(DataOptions, vars(args))
     result = load_preferences(
         resolve_data_path(opts.data), format=opts.format, columns=parse_columns(opts.columns), skip_invalid=opts.skip_invalid
     )

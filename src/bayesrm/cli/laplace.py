@@ -1,70 +1,95 @@
-"""`bayesrm laplace`: fit a Laplace-LoRA posterior to a saved reward model on preference pairs."""
+"""`bayesrm laplace`: fit a Laplace-LoRA posterior to a saved reward model on preference pairs.
+
+By default the posterior is fitted on the training part of the split the model was trained with
+(its data options are saved in MODEL/config.json); a conflicting split option is refused.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from bayesrm.cli.common import add_data_options, load_split
+from bayesrm.cli.common import DATA_OPTIONS_KEY, add_data_options, data_options, load_split
+from bayesrm.cli.options import add_config_options, add_dataclass_options, build_dataclass, given
+from bayesrm.config import to_mapping
+from bayesrm.uncertainty.laplace.posterior import LaplaceConfig
+
+
+@dataclass
+class LaplaceOptions:
+    """Which model, where the posterior goes, and how it is fitted."""
+
+    model: str
+    """A saved reward model (bayesrm train), or a LoRA / independent ensemble (then: Laplace on each member)."""
+    out: str | None = None
+    """Output directory of the posterior (default: MODEL-laplace)."""
+    fit_prior: bool | None = None
+    """Choose the prior precision by maximising the Laplace evidence (default: yes, unless --prior-precision gives a number)."""
+    batch_size: int = 16
+    """Pairs per curvature batch."""
+    device: str = "cpu"
+    """torch device."""
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
 
 
 def _prior(text: str) -> str | float:
+    """A positive number, or 'auto' (kept for older scripts: the same as leaving it out)."""
     if text == "auto":
         return text
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"prior precision must be positive, got {text}")
-    return value
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("laplace", help="Fit a Laplace-LoRA posterior (K-FAC) to a saved reward model.", description=__doc__)
-    p.add_argument("--config", help="YAML file of option: value defaults (flags given here win).")
-    p.add_argument("--model", required=True,
-                   help="A saved reward model (bayesrm train), or a LoRA / independent ensemble (then: Laplace on each member).")
-    p.add_argument("--out", default=None, help="Output directory of the posterior (default: MODEL-laplace).")
-    p.add_argument("--prior-precision", type=_prior, default="auto", help="'auto' maximises the Laplace evidence, or a fixed lambda.")
-    p.add_argument("--batch-size", type=int, default=16, help="Pairs per curvature batch.")
-    p.add_argument("--low-rank", type=int, default=16, help="Eigenpairs kept per large K-FAC factor (0 keeps all).")
-    p.add_argument("--include-head", action="store_true", help="Also treat the reward head as Bayesian.")
-    p.add_argument("--kfac", choices=("pair", "expand"), default="pair", help="K-FAC factor construction (see docs).")
-    p.add_argument("--device", default="cpu", help="torch device.")
+    add_config_options(p)
+    add_dataclass_options(p, LaplaceOptions, title="model and fit")
+    add_dataclass_options(p, LaplaceConfig, title="posterior", parsers={"prior_precision": _prior})
     add_data_options(p)
-    p.set_defaults(run=run, config_holds_options=True)
+    p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bayesrm.models.checkpoint import update_meta
     from bayesrm.models.reward_model import RewardModel
     from bayesrm.registry import load_scorer
     from bayesrm.uncertainty.laplace import LaplaceEnsemble, LaplaceLoRA
 
-    if args.batch_size < 1:
-        raise ValueError("--batch-size must be positive")
-    pairs = load_split(args)["train"]  # the split `bayesrm train` trained on (same data options)
-    model = load_scorer(args.model, device=args.device)
-    fixed = args.prior_precision != "auto"
-    options = dict(include_head=args.include_head, low_rank=args.low_rank or None,
-                   prior_precision=args.prior_precision if fixed else 1.0, kfac=args.kfac)
+    opts: LaplaceOptions = build_dataclass(LaplaceOptions, args)
+    if getattr(args, "prior_precision", None) == "auto":
+        del args.prior_precision  # 'auto' is the default: maximise the evidence
+    if getattr(args, "low_rank", None) == 0:
+        args.low_rank = None  # older scripts: 0 kept every eigenpair
+    config: LaplaceConfig = build_dataclass(LaplaceConfig, args)
+    fit_prior = opts.fit_prior if opts.fit_prior is not None else not given(args, "prior_precision")
+    data = data_options(args, opts.model)
+    pairs = load_split(data)["train"]  # the split the model was trained on
+    model = load_scorer(opts.model, device=opts.device)
+    options = to_mapping(config)
     if isinstance(model, RewardModel):
         la = LaplaceLoRA(model, **options)
     elif hasattr(model, "members_as_reward_models") or hasattr(model, "models"):
         la = LaplaceEnsemble.from_ensemble(model, **options)
     else:
-        raise ValueError(f"{args.model}: holds a {type(model).__name__}; Laplace needs a reward model or a LoRA / independent ensemble")
-    la.fit(pairs, batch_size=args.batch_size, progress=True)
-    if not fixed:
+        raise ValueError(f"{opts.model}: holds a {type(model).__name__}; Laplace needs a reward model or a LoRA / independent ensemble")
+    la.fit(pairs, batch_size=opts.batch_size, progress=True)
+    if fit_prior:
         la.optimize_prior_precision()
-    out = Path(args.out) if args.out else Path(str(Path(args.model)).rstrip("/") + "-laplace")
+    out = Path(opts.out) if opts.out else Path(str(Path(opts.model)).rstrip("/") + "-laplace")
     la.save_pretrained(out)
+    update_meta(out, **{DATA_OPTIONS_KEY: to_mapping(data)})
     posteriors = getattr(la, "posteriors", [la])
     for k, post in enumerate(posteriors):
         name = f"member {k}: " if len(posteriors) > 1 else ""
         print(f"{name}Laplace-LoRA on {post.n_data} pairs: P = {post.n_params} parameters, prior precision "
-              f"{post.prior_precision:.4g} ({'fixed' if fixed else 'evidence-optimal'}), log evidence "
+              f"{post.prior_precision:.4g} ({'evidence-optimal' if fit_prior else 'fixed'}), log evidence "
               f"{post.log_marginal_likelihood():.2f}, factors {post.posterior_nbytes() / 1e6:.2f} MB", file=sys.stderr)
     print(f"saved -> {out}", file=sys.stderr)
     return 0

@@ -1,8 +1,17 @@
 """Command-line options generated from dataclass configs, so each option is declared (and documented) once.
 
 A field's help text is its ``metadata["help"]`` or, failing that, the docstring written under it
-in the class body. ``--config file.yaml`` supplies defaults (flat keys, ``-`` or ``_``); flags
-given on the command line win.
+in the class body. ``Literal`` fields become choices, ``bool`` fields take an optional true/false
+(``--include-head`` alone means true), ``X | None`` fields also accept ``none``.
+
+``--config`` has one meaning per kind of command:
+
+- ``train``, ``laplace``, ``score``, ``eval``: an *option file*, flat ``option: value`` pairs with the
+  command's own option names (``-`` or ``_``), optionally with ``presets: {name: {option: value}}``
+  chosen by ``--preset``. Flags given on the command line win. A key that is no option of the
+  command, or a value of the wrong type, fails naming the file and the option.
+- ``bon``, ``demo``, ``rl``: a *scenario file* (bayesrm.scenarios.config.ScenarioConfig) or the name of
+  a built-in one; ``--preset`` chooses one of its presets and the generated flags override its fields.
 """
 
 from __future__ import annotations
@@ -15,10 +24,9 @@ import textwrap
 import types
 import typing
 from functools import lru_cache
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from bayesrm.fileio import read_yaml_mapping
+from bayesrm.config import ConfigError, convert, field_types, from_mapping, load_config, suggest
 
 
 @lru_cache(maxsize=None)
@@ -43,23 +51,29 @@ def attribute_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _base_type(annotation: Any) -> tuple[type, bool]:
-    """(element type, is_list) of an annotation such as ``int``, ``float | None``, ``list[str] | None``."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"list": list, "dict": dict})  # noqa: S307 - our own annotations
+def _flag_kind(annotation: Any) -> tuple[Any, bool, bool]:
+    """(element type or Literal, is_list, accepts None) of an annotation; None when no flag fits (dicts, dataclasses)."""
+    optional = False
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _base_type(args[0]) if args else (str, False)
+        optional = len(args) < len(typing.get_args(annotation))
+        if not args:
+            return None, False, optional
+        kind, is_list, _ = _flag_kind(args[0])
+        return kind, is_list, optional
     if origin is list:
         (inner,) = typing.get_args(annotation) or (str,)
-        return inner, True
-    if annotation in (int, float, str, bool):
-        return annotation, False
-    return str, False
+        kind = inner if inner in (int, float, str, bool) or typing.get_origin(inner) is typing.Literal else None
+        return kind, True, optional
+    if annotation in (int, float, str, bool) or origin is typing.Literal:
+        return annotation, False, optional
+    if isinstance(annotation, type) and issubclass(annotation, str):  # str enums (TrainingArguments)
+        return str, False, optional
+    return None, False, optional
 
 
-def _parse_bool(text: str) -> bool:
+def parse_bool(text: str) -> bool:
     if text.lower() in {"1", "true", "yes", "on"}:
         return True
     if text.lower() in {"0", "false", "no", "off"}:
@@ -67,69 +81,176 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, only: Iterable[str] | None = None, title: str | None = None) -> None:
-    """Add ``--field-name`` options for the dataclass fields of cls (all, or those named in ``only``)."""
+_parse_bool = parse_bool  # the name fuzz tests use
+
+
+def _or_none(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def wrapped(text: str) -> Any:
+        return None if text.lower() in {"none", "null"} else parse(text)
+
+    wrapped.__name__ = getattr(parse, "__name__", "value")
+    wrapped.inner = parse  # type: ignore[attr-defined]
+    return wrapped
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return dataclasses.MISSING
+
+
+def add_dataclass_options(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    only: Iterable[str] | None = None,
+    exclude: Iterable[str] = (),
+    title: str | None = None,
+    prefix: str = "",
+    parsers: dict[str, Callable[[str], Any]] | None = None,
+    flag_prefix: str | None = None,
+    default_note: str | None = None,
+) -> list[str]:
+    """Add ``--[prefix-]field-name`` options for the fields of dataclass cls; returns their dests.
+
+    Options take ``dest = prefix.field`` (just ``field`` without a prefix) and no default, so
+    ``vars(args)`` holds exactly what was given. ``parsers`` replaces the parser of named fields;
+    ``flag_prefix`` (default: prefix) is what the flag names start with; ``default_note`` replaces
+    the defaults shown in the help (e.g. for flags that override a file).
+    """
     group = parser.add_argument_group(title or cls.__name__)
     docs = attribute_docs(cls)
+    hints = field_types(cls)
     wanted = set(only) if only is not None else None
+    dests = []
     for f in dataclasses.fields(cls):
-        if wanted is not None and f.name not in wanted:
+        if (wanted is not None and f.name not in wanted) or f.name in exclude or not f.init or f.name.startswith("_"):
             continue
-        if not f.init or f.name.startswith("_"):
-            continue
-        kind, is_list = _base_type(f.type)
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None  # type: ignore[misc]
-        )
+        kind, is_list, optional = _flag_kind(hints[f.name])
+        if kind is None:
+            continue  # mappings and nested configs: config files only
+        default = field_default(f)
+        required = default is dataclasses.MISSING
         help_text = f.metadata.get("help") or docs.get(f.name, "")
-        help_text = f"{help_text} (default: {default})".replace("%", "%%")
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
-        if kind is bool:
-            kwargs.update(type=_parse_bool, metavar="BOOL")
+        if not required:
+            help_text = f"{help_text} (default: {default_note or getattr(default, 'value', default)})"
+        dest = f"{prefix}.{f.name}" if prefix else f.name
+        kwargs: dict[str, Any] = {"dest": dest, "help": help_text.replace("%", "%%"), "required": required}
+        if not required:
+            kwargs["default"] = argparse.SUPPRESS
+        if typing.get_origin(kind) is typing.Literal:
+            kwargs.update(choices=typing.get_args(kind), metavar="{" + ",".join(map(str, typing.get_args(kind))) + "}")
+        elif kind is bool:
+            kwargs.update(type=parse_bool, metavar="BOOL")
+            if not is_list:
+                kwargs.update(nargs="?", const=True)
         else:
             kwargs.update(type=kind, metavar=f.name.upper())
+        if parsers and f.name in parsers:
+            kwargs["type"] = parsers[f.name]
+            kwargs.pop("choices", None)
+        elif optional and "type" in kwargs:
+            kwargs["type"] = _or_none(kwargs["type"])
         if is_list:
             kwargs["nargs"] = "+"
-        group.add_argument("--" + f.name.replace("_", "-"), **kwargs)
+        start = prefix if flag_prefix is None else flag_prefix
+        flag = f"{start}-{f.name}" if start else f.name
+        group.add_argument("--" + flag.replace("_", "-").replace(".", "-"), **kwargs)
+        dests.append(dest)
+    classes = parser.get_default("option_classes") or ()
+    parser.set_defaults(option_classes=(*classes, cls))
+    return dests
 
 
-def build_dataclass(cls: type, values: dict[str, Any], **overrides: Any) -> Any:
-    """Instantiate cls from the parsed values that name its fields."""
-    names = {f.name for f in dataclasses.fields(cls) if f.init}
-    kwargs = {k: v for k, v in values.items() if k in names}
-    kwargs.update(overrides)
-    return cls(**kwargs)
+def given(args: argparse.Namespace, name: str) -> bool:
+    """Whether an option was set, on the command line or in the --config file."""
+    return name in vars(args)
 
 
-def load_yaml_defaults(path: str | Path) -> dict[str, Any]:
-    """Flat option values from a YAML file, keys normalised to field names."""
-    return {str(k).replace("-", "_"): v for k, v in read_yaml_mapping(path, "config").items()}
+def source(args: argparse.Namespace) -> str:
+    """Where option values come from, for error messages."""
+    return str(args.config) if getattr(args, "config", None) and getattr(args, "config_holds_options", False) else "options"
+
+
+def build_dataclass(cls: type, args: argparse.Namespace | dict[str, Any], **overrides: Any) -> Any:
+    """cls from the options that name its fields (plus overrides), checked by :func:`from_mapping`."""
+    values = vars(args) if isinstance(args, argparse.Namespace) else args
+    where = source(args) if isinstance(args, argparse.Namespace) else "options"
+    names = field_types(cls)
+    return from_mapping(cls, {**{k: v for k, v in values.items() if k in names}, **overrides}, where)
+
+
+def nested_overrides(args: argparse.Namespace, prefixes: Iterable[str] = ()) -> dict[str, Any]:
+    """``{section: {field: value}}`` from options with dest ``section.field`` (and top-level ones named in prefixes)."""
+    out: dict[str, Any] = {}
+    for dest, value in vars(args).items():
+        section, dot, name = dest.partition(".")
+        if dot:
+            out.setdefault(section, {})[name] = value
+        elif dest in prefixes:
+            out[dest] = value
+    return out
+
+
+def option_types(sub: dict[str, argparse.Action], classes: Iterable[type]) -> dict[str, Any]:
+    """Every option a file may set for a command, with its field type (None: a plain flag, converted as the flag would)."""
+    types_: dict[str, Any] = {dest: None for dest in sub if dest not in ("help", "config", "preset", argparse.SUPPRESS)}
+    for cls in classes:
+        for name, tp in field_types(cls).items():
+            if types_.get(name) is None:
+                types_[name] = tp
+    return types_
+
+
+def read_option_file(path: str, preset: str | None, known: Iterable[str]) -> dict[str, Any]:
+    """Flat option values from a YAML option file, keys normalised to field names and checked."""
+    known = set(known)
+    values = {}
+    for key, value in load_config(path, preset, what="config").items():
+        name = str(key).replace("-", "_")
+        if name == "preset":
+            raise ConfigError(f"{path}: preset: choose a preset with --preset (define them under presets:)")
+        if name not in known:
+            raise ConfigError(f"{path}: {key}: unknown option{suggest(name, known)}")
+        values[name] = value
+    return values
 
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse argv; values from ``--config`` fill in what the command line leaves unset (see :func:`apply_config`)."""
-    args = parser.parse_args(argv)
-    apply_config(parser, args)
+    """Parse argv, then :func:`apply_config`."""
+    return apply_config(parser, parser.parse_args(argv))
+
+
+def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """Values from an option file (``--config``, see the module doc) fill in what the command line
+    left unset. Values are typed YAML, checked against their dataclass field exactly as in a scenario
+    file (``skip_invalid: "false"`` is refused, not true); a plain flag that is no field is converted
+    as its text would be. Errors name the file and the option. Scenario commands (bon, demo, rl)
+    read their file themselves."""
+    config_path = getattr(args, "config", None)
+    if not (config_path and getattr(args, "config_holds_options", False)):
+        return args
+    actions = _subcommand_actions(parser, getattr(args, "command", None))
+    types_ = option_types(actions, getattr(args, "option_classes", None) or ())
+    for key, value in read_option_file(config_path, getattr(args, "preset", None), types_).items():
+        if given(args, key):
+            continue
+        where = f"{config_path}: {key}"
+        if types_[key] is not None:
+            value = convert(types_[key], value, where)  # typed YAML, exactly as in a scenario file
+        elif key in actions:
+            value = _coerce(actions[key], value, where)  # a plain flag: converted as its text would be
+        setattr(args, key, value)
     return args
 
 
-def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Fill in options the command line left unset from the ``--config`` YAML file.
-
-    Only for subcommands that declare ``set_defaults(config_holds_options=True)``; for others
-    (``bon``, ``rl``) --config names a scenario file that they read themselves. A value for an option
-    is converted as the option's flag would convert it (``skip_invalid: "false"`` is False, not a true
-    string); one it cannot convert raises ValueError naming the file and key.
-    """
-    config_path = getattr(args, "config", None)
-    if not (config_path and getattr(args, "config_holds_options", False)):
-        return
-    actions = _subcommand_actions(parser, getattr(args, "command", None))
-    for key, value in load_yaml_defaults(config_path).items():
-        if hasattr(args, key):
-            continue
-        action = actions.get(key)
-        setattr(args, key, _coerce(action, value, f"{config_path}: {key}") if action is not None else value)
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """``--config`` / ``--preset`` of the option-file commands (train, laplace, score, eval)."""
+    parser.add_argument("--config", help="YAML option file: option: value pairs of this command (flags given here win); "
+                        "may hold presets: {name: {option: value}}.")
+    parser.add_argument("--preset", default=None, help="A preset of the --config file.")
+    parser.set_defaults(config_holds_options=True)
 
 
 def _subcommand_actions(parser: argparse.ArgumentParser, command: str | None) -> dict[str, argparse.Action]:
@@ -142,14 +263,19 @@ def _subcommand_actions(parser: argparse.ArgumentParser, command: str | None) ->
 
 
 def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
-    if action.nargs in ("+", "*"):
-        return [_coerce_one(action.type, v, where) for v in (value if isinstance(value, list) else [value])]
+    if action.nargs in ("+", "*") and value is not None:
+        items = value if isinstance(value, list) else [value]
+        if any(v is None or isinstance(v, (dict, list)) for v in items):
+            raise ValueError(f"{where}: expected a list of single values, got {value!r}")
+        return [_coerce_one(action.type or str, v, where) for v in items]
     return _coerce_one(action.type, value, where)
 
 
 def _coerce_one(kind: Any, value: Any, where: str) -> Any:
     if kind is None or value is None:
         return value
+    if getattr(kind, "inner", None) is not None:  # an optional option: 'none' / null, or its value
+        return None if isinstance(value, str) and value.lower() in {"none", "null"} else _coerce_one(kind.inner, value, where)
     if kind is _parse_bool:
         if isinstance(value, bool):
             return value

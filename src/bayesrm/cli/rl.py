@@ -16,18 +16,18 @@ import yaml
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from bayesrm.alignment.rl.config import RLConfig
+    from bayesrm.cli.options import add_dataclass_options
+
     p = sub.add_parser("rl", help="RL fine-tuning (PPO / RLOO) against an uncertainty-penalised reward.", description=__doc__)
     p.add_argument("--config", required=True, help="Scenario YAML file with an 'rl:' section (RLConfig fields), or 'sentiment'.")
     p.add_argument("--preset", dest="rl_preset", default=None, help="A preset of the scenario file (e.g. rl-small-up).")
-    p.add_argument("--algo", dest="rl_algo", choices=["ppo", "rloo"], help="Override rl.algo.")
     p.add_argument("--out", dest="rl_out", default="runs/rl", metavar="DIR", help="Output directory (default: runs/rl).")
     p.add_argument("--resume", dest="rl_resume", action="store_true", help="Continue from OUT/checkpoint.")
-    p.add_argument("--steps", dest="rl_steps", type=int, metavar="N", help="Override rl.steps (total steps of the run).")
-    p.add_argument(
-        "--set", dest="rl_set", nargs="+", default=[], metavar="KEY=VALUE",
-        help="Override any rl field, e.g. --set kl_mode=seq_loss kl_coef=0.1 (values parsed as YAML).",
-    )
     p.add_argument("--quiet", dest="rl_quiet", action="store_true", help="Do not print a line per step.")
+    p.add_argument("--set", dest="rl_set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="Deprecated: use the flags below; still sets any rl field, e.g. reward_params={k: 2} (values parsed as YAML).")
+    add_dataclass_options(p, RLConfig, prefix="rl", flag_prefix="", default_note="the file's rl section", title="rl: (override the scenario file's rl section)")
     p.set_defaults(run=run)
 
 
@@ -42,11 +42,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def collect_overrides(items: list[str], **flags: Any) -> dict[str, Any]:
-    """--set KEY=VALUE pairs, then the dedicated flags (--algo, --steps) that were given (None = not given)."""
-    overrides = parse_overrides(items)
-    overrides.update({k: v for k, v in flags.items() if v is not None})
-    return overrides
+def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """--set KEY=VALUE pairs, then the generated rl flags that were given."""
+    from bayesrm.cli.options import nested_overrides
+
+    return {**parse_overrides(args.rl_set), **nested_overrides(args).get("rl", {})}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
 
     from bayesrm.scenarios.config import load_scenario
 
-    overrides = collect_overrides(args.rl_set, algo=args.rl_algo, steps=args.rl_steps)
+    overrides = collect_overrides(args)
     cfg = load_scenario(args.config, preset=args.rl_preset, overrides={"rl": overrides} if overrides else None).rl
     if cfg is None:
         raise ValueError(f"{args.config}: no 'rl:' section")
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         model,
         tokenizer,
-        proxy=load_scorer(cfg.proxy),
+        proxy=[load_scorer(p) for p in cfg.proxy] if isinstance(cfg.proxy, list) else load_scorer(cfg.proxy),
         reward=make_reward(cfg.reward, cfg.reward_params),
         prompts=prompt_source(cfg.prompts, seed=cfg.seed),
         out_dir=args.rl_out,

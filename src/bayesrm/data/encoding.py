@@ -76,12 +76,22 @@ class PairEncoder:
             return text + "\n", response
         return text, response
 
+    def _ids(self, text: str) -> list[int]:
+        try:
+            return self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        except TypeError:  # the fast tokenizers' only word on a lone UTF-16 surrogate
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as err:
+                raise ValueError(f"text with a lone surrogate {text[err.start]!r} at character {err.start} "
+                                 "is not valid Unicode and cannot be tokenized") from None
+            raise
+
     def encode_one(self, prompt: Prompt, response: str) -> list[int]:
         """Token ids of one pair, truncated to max_length (prompt trimmed from the left)."""
         tok = self.tokenizer
         p_text, r_text = self._segments(prompt, response)
-        p_ids = tok(p_text, add_special_tokens=False, verbose=False)["input_ids"]  # truncated below
-        r_ids = tok(r_text, add_special_tokens=False, verbose=False)["input_ids"]
+        p_ids, r_ids = self._ids(p_text), self._ids(r_text)  # truncated below
         if self.is_decoder:
             bos = [tok.bos_token_id] if (tok.bos_token_id is not None and not self.has_chat_template) else []
             eos = [tok.eos_token_id] if tok.eos_token_id is not None else []

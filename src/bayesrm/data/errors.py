@@ -30,7 +30,8 @@ class DataError(ValueError):
         record: bool = False,
     ) -> None:
         self.reason = reason
-        self.detail = detail if detail is not None else reason
+        # one line, whatever a library's message held (the CLI prints errors as single lines)
+        self.detail = " ".join(str(detail if detail is not None else reason).split())
         self.file = None if file is None else str(file)
         self.line = line
         self.field = field

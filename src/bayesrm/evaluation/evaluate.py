@@ -10,6 +10,7 @@ import numpy as np
 
 from bayesrm.data.schema import PreferencePair
 from bayesrm.evaluation import metrics as M
+from bayesrm.evaluation import uncertainty as U
 from bayesrm.types import RewardPrediction, RewardScorer
 
 
@@ -51,16 +52,22 @@ def _check_length(pred: RewardPrediction, expected: int, method: str) -> None:
 class EvalResult:
     """Metrics over a set of pairs, and the per-pair predictions behind them.
 
-    metrics:       n, accuracy, nll, brier, ece, ece_uprlhf, mean_margin, mean_margin_std.
+    metrics:       see :func:`evaluate_preferences` (None where a metric is undefined).
     probabilities: [N] predictive P(chosen > rejected) (probit approximation when var_f > 0).
     margins:       the margin prediction f = r(chosen) - r(rejected).
     sources:       each pair's ``source`` (``file:line``).
+    member_probabilities: [N] mean over members of sigmoid(f_k), for ensembles; else None.
     """
 
-    metrics: dict[str, float]
+    metrics: dict[str, float | None]
     probabilities: np.ndarray
     margins: RewardPrediction
     sources: list[str] = field(default_factory=list)
+    member_probabilities: np.ndarray | None = None
+
+    def coverage_curves(self) -> dict[str, U.CoverageCurve]:
+        """Accuracy-coverage curves abstaining by std, by |margin| and by both (see ``uncertainty``)."""
+        return U.coverage_curves(self.margins.mean, self.margins.var)
 
     def to_json(self, per_pair: bool = False, indent: int | None = 2) -> str:
         """The metrics as JSON; with ``per_pair``, also each pair's source, margin mean / variance and p."""
@@ -75,24 +82,56 @@ class EvalResult:
         return json.dumps(out, indent=indent)
 
 
+def _finite(x: float) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def probability_metrics(p: np.ndarray, suffix: str = "") -> dict[str, float | None]:
+    """NLL, Brier, ECE and MCE (top-label and P(chosen) conventions) of predictive probabilities."""
+    top, both = M.calibration_bins(p), M.calibration_bins_p_chosen(p)
+    out = {"nll": M.bt_nll(p), "brier": M.brier_score(p), "ece": top.ece(), "mce": top.mce(),
+           "ece_p_chosen": both.ece(), "mce_p_chosen": both.mce()}
+    return {k + suffix: _finite(v) for k, v in out.items()}
+
+
+def uncertainty_metrics(margins: RewardPrediction) -> dict[str, float | None]:
+    """AUROC of the std for the pairs ranked wrongly; selective accuracy at :data:`U.COVERAGES`
+    and the area under the accuracy-coverage curve, abstaining by std / |margin| / both."""
+    out: dict[str, float | None] = {"error_auroc": _finite(U.error_auroc(margins.std, margins.mean))}
+    for rule, curve in U.coverage_curves(margins.mean, margins.var).items():
+        for c in U.COVERAGES:
+            out[f"acc@{int(round(100 * c))}_{rule}"] = curve.at(c)
+        out[f"aucc_{rule}"] = curve.area()
+    return out
+
+
 def evaluate_preferences(
     scorer: RewardScorer, pairs: Sequence[PreferencePair], batch_size: int = 32, progress: bool = False
 ) -> EvalResult:
-    """Accuracy, Bradley-Terry NLL, Brier and ECE of ``scorer`` on ``pairs`` (label: chosen wins).
+    """Accuracy, Bradley-Terry NLL, Brier, ECE / MCE and uncertainty quality of ``scorer`` on ``pairs``
+    (label: chosen wins).
 
-    p = sigmoid(mu_f / sqrt(1 + pi var_f / 8)) is the predictive preference probability; accuracy
-    uses the sign of mu_f; ``ece_uprlhf`` rescales mu_f so the largest |mu_f| maps to 0.99.
+    p = sigmoid(mu_f / sqrt(1 + pi var_f / 8)) is the predictive preference probability (the
+    default everywhere); accuracy uses the sign of mu_f; ``ece_uprlhf`` rescales mu_f so the largest
+    |mu_f| maps to 0.99. ``ece`` / ``mce`` use top-label bins, ``*_p_chosen`` the P(chosen) bins
+    (:func:`metrics.calibration_bins_p_chosen`). For ensembles the same probability metrics are
+    also given for the member-averaged p = mean_k sigmoid(f_k), with the suffix ``_members``.
+    ``error_auroc``, ``acc@C_RULE`` and ``aucc_RULE``: see :func:`uncertainty_metrics`.
     """
     margins = pair_margins(scorer, pairs, batch_size=batch_size, progress=progress)
     p = M.preference_probability(margins.mean, margins.var)  # [N] float64
-    metrics: dict[str, float] = {
+    metrics: dict[str, float | None] = {
         "n": len(pairs),
         "accuracy": M.accuracy(margins.mean),
-        "nll": M.bt_nll(p),
-        "brier": M.brier_score(p),
-        "ece": M.ece(p),
+        **probability_metrics(p),
         "ece_uprlhf": M.ece_uprlhf(margins.mean),
         "mean_margin": float(margins.mean.double().mean()),
         "mean_margin_std": float(margins.std.double().mean()),
+        **uncertainty_metrics(margins),
     }
-    return EvalResult(metrics=metrics, probabilities=p, margins=margins, sources=[q.source for q in pairs])
+    p_members = None
+    if margins.members is not None:
+        p_members = U.member_probability(margins.members)  # [N]
+        metrics.update(probability_metrics(p_members, "_members"))
+    return EvalResult(metrics=metrics, probabilities=p, margins=margins, sources=[q.source for q in pairs],
+                      member_probabilities=p_members)

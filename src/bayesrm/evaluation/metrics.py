@@ -91,6 +91,11 @@ class CalibrationBins:
         gap = np.abs(self.accuracy[used] - self.confidence[used])
         return float(np.sum(self.counts[used] * gap) / np.sum(self.counts))
 
+    def mce(self) -> float:
+        """Maximum calibration error, max over non-empty bins of |acc(B_m) - conf(B_m)|."""
+        used = self.counts > 0
+        return float(np.max(np.abs(self.accuracy[used] - self.confidence[used])))
+
 
 def calibration_bins(probabilities: ArrayLike, n_bins: int = N_BINS) -> CalibrationBins:
     """Bin pairs by confidence c = max(p, 1 - p) into ``n_bins`` equal-width bins of [0, 1]
@@ -108,6 +113,28 @@ def calibration_bins(probabilities: ArrayLike, n_bins: int = N_BINS) -> Calibrat
         acc = np.bincount(idx, weights=correct, minlength=n_bins) / counts
         mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / counts
     return CalibrationBins(np.linspace(0.0, 1.0, n_bins + 1), counts.astype(np.int64), acc, mean_conf)
+
+
+def calibration_bins_p_chosen(probabilities: ArrayLike, n_bins: int = N_BINS) -> CalibrationBins:
+    """The P(chosen) convention: bin q = P(first response wins) over all of [0, 1], observed
+    frequency of "first wins" per bin. Each pair enters in both orientations, (q = p, first wins)
+    and (q = 1 - p, first loses), so the result does not depend on which response a file lists
+    first and every bin can be used; ``accuracy`` holds the observed frequency. Bins as in
+    :func:`calibration_bins` (m/M < q <= (m+1)/M). Each upper bin then mirrors a lower one with the
+    same gap, so with an even number of bins this gives the top-label ECE (up to probabilities lying
+    exactly on a bin edge); with an odd number (15) the two differ through the central bin, which
+    straddles q = 0.5 here (gap ~0) and is cut to (0.5, 8/15] in the top-label convention."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be positive, got {n_bins}")
+    p = _probabilities(probabilities)
+    q = np.concatenate([p, 1.0 - p])  # [2N]
+    y = np.concatenate([np.ones_like(p), np.zeros_like(p)])  # [2N] first response wins
+    idx = np.clip(np.ceil(q * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        freq = np.bincount(idx, weights=y, minlength=n_bins) / counts
+        mean_q = np.bincount(idx, weights=q, minlength=n_bins) / counts
+    return CalibrationBins(np.linspace(0.0, 1.0, n_bins + 1), counts.astype(np.int64), freq, mean_q)
 
 
 def ece(probabilities: ArrayLike, n_bins: int = N_BINS) -> float:

@@ -179,10 +179,22 @@ def load_curves(path: str | Path) -> dict[str, BoNCurve]:
     """Curves written by :func:`save_curves`."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-        return {name: BoNCurve.from_dict(d) for name, d in data.items()}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise ValueError(f"{path}: not a bayesrm best-of-n curves file ({err})") from err
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the curves file ({err.strerror})") from None
+    try:
+        data = json.loads(raw)
+        curves = {name: BoNCurve.from_dict(d) for name, d in data.items()}
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as err:
+        raise ValueError(f"{path}: not a bayesrm best-of-n curves file ({type(err).__name__}: {err})") from None
+    if not curves:
+        raise ValueError(f"{path}: holds no curves")
+    for name, curve in curves.items():
+        lengths = {len(curve.ns), len(curve.kl)} | {len(band.mean) for band in curve.stats.values()}
+        if not curve.ns or len(lengths) != 1 or GOLD not in curve.stats or PROXY not in curve.stats:
+            raise ValueError(f"{path}: curve {name!r} needs non-empty ns, with kl and the {GOLD!r} and {PROXY!r} "
+                             "statistics of the same length")
+    return curves
 
 
 def make_bon_report(

@@ -60,6 +60,8 @@ def load_runs(runs: Mapping[str, Sequence[str | Path]]) -> dict[str, list[list[d
             records = sorted(JsonlLog(path).read(), key=lambda r: r.get("step", 0))
             if not records:
                 raise ValueError(f"{path}: empty log")
+            if not any(is_finite_number(r.get(KL_KEY)) for r in records):
+                raise ValueError(f"{path}: no step logs a finite {KL_KEY!r}; is this a `bayesrm rl` log?")
             out[method].append(records)
     return out
 

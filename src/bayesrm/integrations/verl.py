@@ -1,8 +1,10 @@
 """verl custom reward function: ``custom_reward_function.path=<this file>``, ``name=compute_score``.
 
-verl calls ``compute_score(data_source, solution_str, ground_truth, extra_info, **reward_kwargs)``
-once per response (or with lists, from its batch reward manager) and accepts a float or a dict
-whose "score" is the reward (the other keys are logged). verl does not pass the prompt, so the
+verl's per-sample reward managers call ``compute_score(data_source, solution_str, ground_truth,
+extra_info, **reward_kwargs)`` and accept a float or a dict whose "score" is the reward (the other
+keys are logged); its batch reward manager (``reward_model.reward_manager=batch``) calls
+``compute_score_batch(data_sources=, solution_strs=, ground_truths=, extra_infos=)`` and takes a
+list of such dicts (``name=compute_score_batch``). verl does not pass the prompt, so the
 dataset's ``extra_info`` must hold it: ``extra_info["prompt"]`` (text or chat messages; another
 key via ``prompt_field``). The reward comes from the server at ``url`` / $BAYESRM_REWARD_URL;
 :func:`make_compute_score` builds the same function scoring in-process.
@@ -60,6 +62,19 @@ def compute_score(
     if key not in _CLIENTS:
         _CLIENTS[key] = RewardClient(url)
     return _call(_CLIENTS[key], solution_str, extra_info, prompt_field)
+
+
+def compute_score_batch(
+    data_sources: Any,
+    solution_strs: Sequence[str],
+    ground_truths: Any = None,
+    extra_infos: Any = None,
+    url: str | None = None,
+    prompt_field: str = "prompt",
+    **kwargs: Any,
+) -> list[dict[str, float]]:
+    """The batch form (verl's BatchRewardManager): one request for all responses."""
+    return compute_score(data_sources, list(solution_strs), ground_truths, extra_infos, url=url, prompt_field=prompt_field)
 
 
 def make_compute_score(scorer: Any, reward: str = "mean", prompt_field: str = "prompt") -> Callable[..., Any]:

@@ -91,3 +91,14 @@ def load_checkpoint(directory: str | Path, kind: str | None = None) -> tuple[dic
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{weights}: corrupt or unreadable safetensors file ({err})") from err
     return meta, tensors
+
+
+def update_meta(directory: str | Path, **fields: Any) -> None:
+    """Add or replace top-level fields of a saved checkpoint's config.json (atomically; weights untouched)."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    meta.update(fields)
+    path = directory / CONFIG_NAME
+    tmp = path.with_name(f".{CONFIG_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+    os.replace(tmp, path)

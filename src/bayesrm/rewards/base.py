@@ -48,9 +48,35 @@ class Reward(ABC):
             child.fit(pred, prompt_ids)
         return self
 
+    uses_members: ClassVar[bool] = False
+    """Set by rewards that read ``RewardPrediction.members`` themselves (``min``)."""
+
+    @property
+    def needs_members(self) -> bool:
+        """Whether this reward (or a stage of it) needs ensemble members, i.e. cannot score the
+        prediction of a single model or a Laplace posterior (``members`` None)."""
+        return self.uses_members or any(child.needs_members for child in self._children().values())
+
     def is_fitted(self) -> bool:
         """Whether every stage that needs reference statistics (``fit``) has them."""
         return all(child.is_fitted() for child in self._children().values())
+
+    def needs_reference(self) -> bool:
+        """Whether some stage needs per-prompt reference levels from reference-policy samples (log_sigmoid)."""
+        return any(child.needs_reference() for child in self._children().values())
+
+    def add_reference(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> None:
+        """Add per-prompt reference levels for *new* prompts from their reference-policy samples, keeping
+        everything already fitted (standardisation, the levels of earlier prompts). Call ``fit`` first."""
+        for child in self._children().values():
+            child.add_reference(pred, prompt_ids)
+
+    def stages(self) -> list["Reward"]:
+        """This reward and every nested one, depth first."""
+        out: list[Reward] = [self]
+        for child in self._children().values():
+            out += child.stages()
+        return out
 
     def spec(self) -> str:
         """A readable, parseable description, e.g. ``std:k=2`` or ``std:k=2|log_sigmoid:q=0.85``."""

@@ -83,6 +83,7 @@ class MinMember(Reward):
     """r = min_k r_k, the worst-case ensemble member (Coste et al. 2024, WCO)."""
 
     name = "min"
+    uses_members = True
 
     def __call__(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> torch.Tensor:
         if pred.members is None:

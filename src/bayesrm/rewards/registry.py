@@ -8,6 +8,7 @@ Spec grammar: stages joined by ``|``, read left to right like a pipeline; each s
 - ``std:k=2|log_sigmoid:q=0.85``       log sigmoid(mu - 2 sigma - r_ref(x)), r_ref the per-prompt 0.85-quantile
 - ``log_sigmoid``                      log sigmoid(mu - r_ref(x)) (a transform alone applies to the mean)
 - ``zscore|std:k=1``                   z-score the prediction (fit on reference samples), then mu - sigma
+- ``log_sigmoid + std:k=1|log_sigmoid`` the AND sum of two log-sigmoid rewards, one prediction per term
 
 Names: mean, std (lcb), var (uwo), min, up; transforms log_sigmoid; prefix zscore.
 """
@@ -19,7 +20,7 @@ from typing import Any
 
 from bayesrm.rewards.base import Reward
 from bayesrm.rewards.conservative import Mean, MinMember, StdPenalty, UPPenalty, VarPenalty
-from bayesrm.rewards.transforms import LogSigmoid, Standardized
+from bayesrm.rewards.transforms import LogSigmoid, Standardized, SumOf
 
 BASE_REWARDS: dict[str, type[Reward]] = {
     "mean": Mean,
@@ -76,8 +77,38 @@ def _parse_stage(stage: str, spec: str) -> tuple[str, dict[str, str]]:
     return name.lower(), params
 
 
+def split_sum(spec: str) -> list[str]:
+    """The terms of an AND sum 'A + B' (at bracket depth 0; a '+' in an exponent such as 1e+3 is not a split)."""
+    terms, depth, start = [], 0, 0
+    for i, ch in enumerate(spec):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "+" and depth == 0 and not (i > 1 and spec[i - 1] in "eE" and spec[i - 2].isdigit()):
+            terms.append(spec[start:i])
+            start = i + 1
+    terms.append(spec[start:])
+    out = []
+    for term in terms:
+        term = term.strip()
+        while term.startswith("(") and term.endswith(")"):
+            term = term[1:-1].strip()
+        if not term:
+            raise ValueError(f"reward spec {spec!r} has an empty term in its sum")
+        out.append(term)
+    return out
+
+
 def parse_reward(spec: str, **kwargs: Any) -> Reward:
-    """Parse a spec string (see module docstring); ``kwargs`` go to the last stage (e.g. ``reference=``)."""
+    """Parse a spec string (see module docstring); ``kwargs`` go to the last stage (e.g. ``reference=``).
+
+    ``A + B + ...`` is the sum of the terms' rewards (``SumOf``), each term scored from its own
+    prediction (one reward model per property); with log_sigmoid terms, the logical AND of Wang et al. 2024.
+    """
+    terms = split_sum(spec)
+    if len(terms) > 1:
+        if kwargs:
+            raise ValueError(f"reward spec {spec!r}: a sum takes no extra parameters ({sorted(kwargs)}); put them in its terms")
+        return SumOf([parse_reward(term) for term in terms])
+    spec = terms[0]
     stages = [_parse_stage(s, spec) for s in spec.split("|")]
     zscore = stages[0][0] == "zscore"
     if zscore:

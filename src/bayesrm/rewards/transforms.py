@@ -57,6 +57,29 @@ class PromptReference:
         reward = reward or Mean()
         return cls(prompt_ids, reward(pred, prompt_ids))
 
+    def extend(self, prompt_ids: PromptIds, rewards: torch.Tensor) -> None:
+        """Add the reference rewards of prompts that have none yet (a prompt is sampled once: refuses known ids)."""
+        new = PromptReference(prompt_ids, rewards)
+        known = [pid for pid in new._samples if pid in self._samples]
+        if known:
+            raise ValueError(f"PromptReference.extend: prompts {known[:3]} already have reference samples")
+        self._samples.update(new._samples)
+        self._cache.clear()
+
+    def to_state(self) -> list[list]:
+        """JSON-able [[prompt_id, [rewards...]], ...] (float64 values round-trip exactly through JSON)."""
+        return [[pid, v.tolist()] for pid, v in self._samples.items()]
+
+    @classmethod
+    def from_state(cls, state: Sequence[Sequence]) -> "PromptReference":
+        ids, values = [], []
+        for item in state:
+            if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[1], (list, tuple)) and item[1]):
+                raise ValueError(f"PromptReference state: expected [prompt_id, [rewards...]], got {item!r:.80}")
+            ids += [item[0]] * len(item[1])
+            values += list(item[1])
+        return cls(ids, torch.tensor(values, dtype=torch.float64))
+
     def __len__(self) -> int:
         return len(self._samples)
 
@@ -106,13 +129,38 @@ class LogSigmoid(Reward):
             raise ValueError(f"LogSigmoid.q must be in [0, 1], got {self.q}")
 
     def fit(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> "LogSigmoid":
+        """Fit base, then the levels from these reference samples (given levels, a number or mapping, are kept)."""
         ids = as_prompt_list(prompt_ids, len(pred), "LogSigmoid.fit")
         self.base.fit(pred, ids)
-        self.reference = PromptReference(ids, self.base(pred, ids))
+        if self.reference is None or isinstance(self.reference, PromptReference):
+            self.reference = PromptReference(ids, self.base(pred, ids))
         return self
 
     def is_fitted(self) -> bool:
         return self.reference is not None and self.base.is_fitted()
+
+    def needs_reference(self) -> bool:
+        """True unless the levels were given (a number or {prompt_id: level}) rather than fitted on samples."""
+        return self.reference is None or isinstance(self.reference, PromptReference) or self.base.needs_reference()
+
+    def add_reference(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> None:
+        ids = as_prompt_list(prompt_ids, len(pred), "LogSigmoid.add_reference")
+        self.base.add_reference(pred, ids)
+        if self.reference is None:
+            self.reference = PromptReference(ids, self.base(pred, ids))
+        elif isinstance(self.reference, PromptReference):
+            self.reference.extend(ids, self.base(pred, ids))
+
+    def _own_state(self) -> dict:
+        """The fitted reference samples (JSON-able, so RL checkpoints restore the levels of every prompt)."""
+        return {"reference": self.reference.to_state()} if isinstance(self.reference, PromptReference) else {}
+
+    def _load_own_state(self, state: Mapping) -> None:
+        extra = set(state) - {"reference"}
+        if extra:
+            raise KeyError(f"LogSigmoid state has unexpected keys {sorted(extra)}")
+        if "reference" in state:
+            self.reference = PromptReference.from_state(state["reference"])
 
     def levels(self, prompt_ids: PromptIds | None, like: torch.Tensor) -> torch.Tensor:
         """r_ref(x) [B] for the batch's prompts, on ``like``'s device and dtype."""
@@ -162,6 +210,11 @@ class SumOf(Reward):
         for reward, pred in zip(self.rewards, preds):
             reward.fit(pred, prompt_ids)
         return self
+
+    def add_reference(self, preds: Sequence[RewardPrediction], prompt_ids: PromptIds | None = None) -> None:  # type: ignore[override]
+        self._check(preds)
+        for reward, pred in zip(self.rewards, preds):
+            reward.add_reference(pred, prompt_ids)
 
     def __call__(self, preds: Sequence[RewardPrediction], prompt_ids: PromptIds | None = None) -> torch.Tensor:  # type: ignore[override]
         self._check(preds)
@@ -227,6 +280,11 @@ class Standardized(Reward):
 
     def is_fitted(self) -> bool:
         return self.standardizer is not None and self.base.is_fitted()
+
+    def add_reference(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> None:
+        if self.standardizer is None:
+            raise RuntimeError("Standardized.add_reference before fit: the first reference samples fix the standardisation")
+        self.base.add_reference(self.standardizer(pred), prompt_ids)
 
     def __call__(self, pred: RewardPrediction, prompt_ids: PromptIds | None = None) -> torch.Tensor:
         if self.standardizer is None:

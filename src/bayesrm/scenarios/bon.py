@@ -55,17 +55,28 @@ class BoNRunner:
         self.progress = progress
         self.timings: dict[str, float] = {}
         self._sampler = None
+        self._notes: list[str] | None = None
 
     # ---- bookkeeping -----------------------------------------------------------------------
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        """Time a stage; it prints one line when done, with what was logged during it."""
         start = time.perf_counter()
-        print(f"[{self.config.name}] {name} ...", flush=True)
-        yield
-        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        outer, self._notes = self._notes, []
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - start
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
+            notes, self._notes = self._notes, outer
+            print(f"[{self.config.name}] {name}: {seconds:.1f} s" + "".join(f"; {n}" for n in notes), flush=True)
 
     def log(self, message: str) -> None:
-        print(f"[{self.config.name}]   {message}", flush=True)
+        """A note on the current stage's line (or a line of its own outside a stage)."""
+        if self._notes is not None:
+            self._notes.append(message)
+        else:
+            print(f"[{self.config.name}] {message}", flush=True)
 
     # ---- 1. prompts ------------------------------------------------------------------------
     def prompts(self) -> tuple[list[str], list[str]]:
@@ -123,11 +134,11 @@ class BoNRunner:
 
     def samples(self, prompts: list[str], n: int, what: str) -> list[list[str]]:
         """n samples per prompt, from the cache where possible."""
+        sampler = self.sampler()
         with self.stage(f"sample {what}"):
-            out = self.sampler().sample(prompts, n, progress=self.progress)
-        stats = self.sampler().stats
-        if stats.samples:
-            self.log(f"generated {stats.samples} samples so far at {stats.tokens_per_second:.0f} tok/s")
+            out = sampler.sample(prompts, n, progress=self.progress)
+            if sampler.stats.samples:
+                self.log(f"generated {sampler.stats.samples} samples so far at {sampler.stats.tokens_per_second:.0f} tok/s")
         return out
 
     # ---- 3. pairs --------------------------------------------------------------------------
@@ -205,7 +216,8 @@ class BoNRunner:
             if valid:
                 from bayesrm.evaluation.outputs import write_evaluation
 
-                metrics = write_evaluation(scorer, valid, directory, batch_size=64, title=f"proxy {spec.name}: validation pairs")
+                metrics = write_evaluation(scorer, valid, directory, batch_size=64, title=f"proxy {spec.name}: validation pairs",
+                                           progress=self.progress)
                 self.log(f"{spec.name}{tag}: validation accuracy {metrics['accuracy']:.3f}, ECE {metrics['ece']:.3f}")
         return scorer
 
@@ -269,7 +281,7 @@ class BoNRunner:
             if point_model and spec != "mean":
                 continue  # no uncertainty: every penalty reduces to the mean
             reward = parse_reward(spec)
-            if pred.members is None and any(stage.split(":")[0].strip() == "min" for stage in spec.split("|")):
+            if pred.members is None and reward.needs_members:
                 continue  # worst-case over members needs an ensemble
             reward.fit(pred, prompt_ids)
             select = reward(pred, prompt_ids).view(P, N)
@@ -291,12 +303,13 @@ class BoNRunner:
         all_curves: dict[str, dict[str, Any]] = {}
         select_curves: dict[str, dict[str, Any]] = {}
         proxy_metrics: dict[str, dict[str, float]] = {}
+        preds: dict[str, RewardPrediction] = {}
         for spec in c.proxies:
             scorer = self.proxy(spec, train, valid)
             metrics_path = self.out / "proxies" / spec.name / "metrics.json"
             if metrics_path.exists():
                 proxy_metrics[spec.name] = json.loads(metrics_path.read_text())
-            pred = self.scores(spec.name, scorer)
+            pred = preds[spec.name] = self.scores(spec.name, scorer)
             with self.stage("curves"):
                 all_curves[spec.name] = self.curves(gold, pred, prompt_ids)
                 make_bon_report(self.out / "bon" / spec.name, all_curves[spec.name], self.settings(), self.timings,
@@ -305,7 +318,7 @@ class BoNRunner:
                 sel_ids = self.bon_samples("select")[0]
                 sel_gold = self.scores("gold", gold_judge, split="select", gold=True)
                 select_curves[spec.name] = self.curves(sel_gold, self.scores(spec.name, scorer, split="select"), sel_ids)
-        sections = []
+        sections = [self.sigma_gold_section(preds, gold)]
         if c.two_property is not None:
             sections.append(self.two_property(train, valid, gold, prompt_ids))
         if select_curves:
@@ -313,6 +326,19 @@ class BoNRunner:
 
             save_curves(self.out / "select_curves.json", {f"{p}/{s}": cv for p, cs in select_curves.items() for s, cv in cs.items()})
         return write_summary(self.out, c, all_curves, proxy_metrics, sections, self.timings, select_curves=select_curves or None)
+
+    def sigma_gold_section(self, preds: dict[str, RewardPrediction], gold: RewardPrediction) -> str:
+        """Markdown: correlation of each proxy's sigma with its error |z(proxy) - z(gold)| on the best-of-n samples."""
+        from bayesrm.evaluation.uncertainty import sigma_gold_correlation
+
+        rows = {name: sigma_gold_correlation(pred.std, pred.mean, gold.mean) for name, pred in preds.items()}
+        atomic_write_text(self.out / "sigma_gold.json", json.dumps(rows, indent=1))
+        fmt = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731 - NaN (point model) as '-'
+        return "\n".join(["## Does sigma track the proxy's error?", "",
+                          "Correlation of each proxy's sigma with |z(proxy) - z(gold)| over all best-of-n samples "
+                          "(z: standardised over the samples; '-': sigma is constant, a point model).", "",
+                          "| proxy | Pearson | Spearman |", "|---|---|---|",
+                          *[f"| {n} | {fmt(r['pearson'])} | {fmt(r['spearman'])} |" for n, r in rows.items()], ""])
 
     def settings(self) -> dict[str, Any]:
         c = self.config

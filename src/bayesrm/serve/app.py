@@ -32,7 +32,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from bayesrm.alignment.rl.reward_fn import prompt_key
+from bayesrm.generation.sampler import prompt_key
 from bayesrm.serve.batcher import DynamicBatcher
 from bayesrm.serve.config import ServeConfig
 from bayesrm.serve.schemas import InputError, Limits, flag, parse_body, same_length

@@ -39,9 +39,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as err:
         raise InputError(400, "body", f"request body is not UTF-8 (byte {err.start})") from None
     except json.JSONDecodeError as err:
-        raise InputError(400, "body", f"malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+        raise InputError(400, "body", f"request body is malformed JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
     except (ValueError, RecursionError) as err:
-        raise InputError(400, "body", f"malformed JSON: {err}") from None
+        raise InputError(400, "body", f"request body is malformed JSON: {err}") from None
     if not isinstance(data, dict):
         raise InputError(422, "body", f"request body must be a JSON object, got {_kind(data)}")
     return data

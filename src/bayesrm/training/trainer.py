@@ -8,13 +8,17 @@ gradient accumulation, logging and multi-process training (DDP via ``torchrun`` 
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from bayesrm.data.collator import PreferenceCollator, PreferenceDataset
 from bayesrm.data.schema import PreferencePair
@@ -51,6 +55,46 @@ class RewardTrainingConfig(TrainingArguments):
         super().__post_init__()
 
 
+LOG_NAME = "train_log.jsonl"
+"""Every log record of a run (loss, accuracy, margin, eval metrics, ...), one JSON object a line, in output_dir."""
+POSTFIX = ("loss", "accuracy", "eval_loss", "eval_accuracy")
+
+
+class QuietProgress(TrainerCallback):
+    """One progress bar with loss and accuracy in its postfix; the full log records go to OUTPUT_DIR/train_log.jsonl.
+
+    Replaces transformers' ProgressCallback (nested bars, raw dicts between them) and PrinterCallback.
+    """
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.shown: dict[str, str] = {}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and not args.disable_tqdm:
+            self.bar = tqdm(total=state.max_steps, desc="training", unit="step", dynamic_ncols=True, leave=False)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        path = Path(args.output_dir) / LOG_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(json.dumps({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float, str))}}) + "\n")
+        if self.bar is not None:
+            self.shown.update({k: f"{logs[k]:.3g}" for k in POSTFIX if isinstance(logs.get(k), (int, float))})
+            self.bar.set_postfix(self.shown, refresh=True)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 class RewardTrainer(Trainer):
     """Trains any model whose forward maps (input_ids [2B,T], attention_mask [2B,T]) to rewards [2B] or [K, 2B].
 
@@ -63,6 +107,9 @@ class RewardTrainer(Trainer):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
+        self.remove_callback(ProgressCallback)
+        self.remove_callback(PrinterCallback)
+        self.add_callback(QuietProgress())
         self._stats: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
 
     def compute_loss(self, model: nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False, num_items_in_batch: Any = None):

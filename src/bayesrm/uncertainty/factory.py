@@ -89,9 +89,8 @@ def train_model(
     """Build and train a model of the given kind; returns the trained model (not saved)."""
     _check(method, diversity, top_layers)
     if method == "two-stage":
-        return two_stage_lora_ensemble(
-            rm_config, train_pairs, training_config, members, diversity, top_layers, seed, bootstrap, eval_pairs
-        )
+        ensemble = EnsembleConfig(members=members, top_layers=top_layers, diversity=diversity, bootstrap=bootstrap, seed=seed)
+        return two_stage_lora_ensemble(rm_config, train_pairs, training_config, ensemble, eval_pairs)
     model = build_model(method, rm_config, members, diversity, top_layers, seed, bootstrap)
     if isinstance(model, IndependentEnsemble):
         counts = model.member_weights(torch.arange(len(train_pairs)))  # [K, N] or None
@@ -107,11 +106,7 @@ def two_stage_lora_ensemble(
     rm_config: RewardModelConfig,
     train_pairs: Sequence[PreferencePair],
     training_config: RewardTrainingConfig,
-    members: int = 5,
-    diversity: float = 0.0,
-    top_layers: int | None = None,
-    seed: int = 0,
-    bootstrap: bool = False,
+    ensemble: EnsembleConfig,
     eval_pairs: Sequence[PreferencePair] | None = None,
 ) -> LoRAEnsemble:
     """Two-stage LoRA ensemble (Zhang et al. 2024, efficient reward-model ensembles).
@@ -120,7 +115,6 @@ def two_stage_lora_ensemble(
     into the backbone (W <- W + (alpha/r) B A). Stage 2 trains K LoRA members (heads initialised
     from stage 1's) on the merged backbone. The stage-1 LoRA is saved with the ensemble.
     """
-    ensemble = EnsembleConfig(members=members, top_layers=top_layers, diversity=diversity, bootstrap=bootstrap, seed=seed)
     stage1 = HeadEnsemble.from_config(rm_config, dataclasses.replace(ensemble, top_layers=None, diversity=0.0))
     train_reward_model(stage1, train_pairs, _derive(training_config, "stage1"), eval_pairs)
     model = LoRAEnsemble.from_config(rm_config, ensemble, base_lora=stage1.shared_lora())

@@ -27,8 +27,9 @@ class RLConfig:
     """ppo (clipped PPO with a value head and GAE) | rloo (leave-one-out baseline, no value head)."""
     policy: str = "smollm2"
     """Policy: the embedded alias 'smollm2' (SmolLM2-135M-Instruct) or a local causal-LM directory."""
-    proxy: str | None = None
-    """Directory of a saved reward model / ensemble / posterior (loaded with bayesrm.load_scorer)."""
+    proxy: str | list[str] | None = None
+    """Directory of a saved reward model / ensemble / posterior (loaded with bayesrm.load_scorer); a list of
+    them scores the terms of an AND sum reward ('A + B'), one proxy per term."""
     gold: str | None = None
     """Gold judge spec for logging only, scored on the same responses: 'vader', 'textblob', 'rm:<dir>'
     (bayesrm.evaluation.gold.make_judge); None logs no gold reward."""
@@ -59,6 +60,9 @@ class RLConfig:
     """Top-k sampling (0 = off). Non-default top-k/top-p makes the sampler differ from pi: keep off for exact PPO."""
     top_p: float = 1.0
     """Nucleus sampling threshold (1.0 = off)."""
+    reference_samples: int = 4
+    """Reference-policy samples drawn once per prompt for per-prompt levels r_ref(x) (rewards with a
+    log_sigmoid stage; other rewards draw none). Levels are q-quantiles over these samples."""
     chat_template: bool = True
     """Render prompts with the policy tokenizer's chat template (when it has one)."""
 
@@ -122,6 +126,11 @@ class RLConfig:
     log_samples: int = 4
     """Responses per step (the first sample of as many prompts) written to OUT/samples.jsonl with their rewards (prompt, response, reward,
     proxy, sigma, gold), to read what the policy learned; 0 writes none."""
+    monitor: dict[str, Any] = field(default_factory=dict)
+    """Thresholds of the reward-hacking monitor that differ from MonitorConfig's defaults (alignment/rl/monitor.py),
+    e.g. {sigma_ratio: 1.5, patience: 5}. Its signals and alarm are logged every step (monitor_* keys)."""
+    monitor_stop: bool = False
+    """Stop the run (after a checkpoint) at the step the monitor's alarm fires."""
     plot: bool = True
     """Write PNG plots (gold and proxy against KL and against step) at each checkpoint."""
 
@@ -130,13 +139,15 @@ class RLConfig:
         _check(self.kl_mode != "loss", "kl_mode", "'loss' was split in two: 'seq_loss' (UP-RLHF eq. 15 as written, "
                "on the sequence log-ratio) or 'token_loss' (the per-token mean that 'loss' used to be)")
         _check(self.kl_mode in KL_MODES, "kl_mode", f"must be one of {KL_MODES}, got {self.kl_mode!r}")
-        for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "minibatch_size", "update_epochs"):
+        for name in ("steps", "prompts_per_step", "samples_per_prompt", "max_new_tokens", "minibatch_size", "update_epochs",
+                     "reference_samples"):
             _check(getattr(self, name) >= 1, name, f"must be >= 1, got {getattr(self, name)}")
         _check(self.algo != "rloo" or self.samples_per_prompt >= 2, "samples_per_prompt", "RLOO needs at least 2")
         _check(self.temperature > 0, "temperature", f"must be > 0, got {self.temperature}")
         _check(0 < self.top_p <= 1, "top_p", f"must be in (0, 1], got {self.top_p}")
         _check(self.lora_r >= 1, "lora_r", f"must be >= 1, got {self.lora_r}")
         _check(isinstance(self.reward_params, dict), "reward_params", "must be a mapping")
+        _check(isinstance(self.monitor, dict), "monitor", "must be a mapping of MonitorConfig fields")
 
     @property
     def batch_size(self) -> int:
@@ -174,12 +185,18 @@ class RLConfig:
         """proxy / prompts / policy written as paths next to the config file, made absolute
         (a Hub id, 'chitchat:N' or an alias such as 'smollm2' stays as is)."""
         changes = {}
-        for key in ("proxy", "prompts", "policy"):
-            value = getattr(self, key)
+        def near(value: Any) -> Any:
             if isinstance(value, str) and not Path(value).is_absolute() and (
                 value.startswith(("./", "../")) or (base / value).exists()
             ):
-                changes[key] = str((base / value).resolve())
+                return str((base / value).resolve())
+            return value
+
+        for key in ("proxy", "prompts", "policy"):
+            value = getattr(self, key)
+            new = [near(v) for v in value] if isinstance(value, list) else near(value)
+            if new != value:
+                changes[key] = new
         return replace(self, **changes) if changes else self
 
 

@@ -18,10 +18,12 @@ from typing import Any, Sequence
 
 import torch
 from torch import nn
-from transformers import GenerationConfig
 
 from bayesrm.alignment.rl.losses import entropy_from_logits
-from bayesrm.data.encoding import render_messages
+from bayesrm.generation.decoding import Generation
+from bayesrm.generation.precision import resolve_dtype
+from bayesrm.generation.prompting import encode_prompt, stop_token_ids
+from bayesrm.generation.sampler import SamplingConfig, TransformersBackend
 from bayesrm.types import Prompt
 
 
@@ -107,44 +109,28 @@ class Rollout:
         return self.response_mask.sum(-1)
 
 
-def render_prompt(tokenizer: Any, prompt: Prompt, chat_template: bool) -> tuple[str, bool]:
-    """(text, already_has_special_tokens): the chat template with a generation prompt when the
-    tokenizer has one, else the plain text (messages as ``Role: content`` lines)."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    if chat_template and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True), True
-    return (prompt if isinstance(prompt, str) else render_messages(messages)), False
-
-
-def encode_prompts(
-    tokenizer: Any, prompts: Sequence[Prompt], max_tokens: int, chat_template: bool, pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-padded prompt ids and mask [B, P], each prompt trimmed from the left to max_tokens."""
-    rows = []
-    for prompt in prompts:
-        text, templated = render_prompt(tokenizer, prompt, chat_template)
-        ids = tokenizer(text, add_special_tokens=not templated)["input_ids"][-max_tokens:]
-        if not ids:
-            raise ValueError(f"prompt {prompt!r} encodes to no tokens")
-        rows.append(ids)
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-padded ids and mask [B, P] of token-id rows."""
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, ids in enumerate(rows):
-        input_ids[i, width - len(ids) :] = torch.tensor(ids)
+        input_ids[i, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
         mask[i, width - len(ids) :] = 1
     return input_ids, mask
 
 
-def eos_ids(model: nn.Module, tokenizer: Any) -> list[int]:
-    """Token ids that end a response: the generation config's EOS (int or list), else the tokenizer's."""
-    gen = getattr(model, "generation_config", None)
-    eos = getattr(gen, "eos_token_id", None) if gen is not None else None
-    if eos is None:
-        eos = tokenizer.eos_token_id
-    if eos is None:
-        return []
-    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+def right_pad_responses(gens: Sequence[Generation], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Response ids [B, R] (stop token included, then pad) and their mask [B, R], R = longest response."""
+    rows = [list(g.token_ids) + ([g.stop_id] if g.finished else []) for g in gens]
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
+    return ids, mask
 
 
 def response_mask_from_tokens(tokens: torch.Tensor, eos: Sequence[int]) -> torch.Tensor:
@@ -170,36 +156,35 @@ def sample_rollout(
     top_p: float = 1.0,
     chat_template: bool = True,
     forward_batch_size: int = 32,
+    dtype: str = "fp32",
 ) -> Rollout:
-    """Sample ``samples_per_prompt`` responses per prompt (global torch RNG) and score their tokens
-    under the current policy (log-probs, entropy, values) and the reference policy (log-probs)."""
+    """Sample ``samples_per_prompt`` responses per prompt with the shared sampler (seeds from the
+    global torch RNG) and score their tokens in fp32 under the current policy (log-probs, entropy,
+    values) and the reference policy (log-probs).
+
+    dtype: precision of the sampling pass only (fp32 | bf16 | auto; bf16 copies the policy each
+    call and samples from a slightly different distribution, so fp32 keeps PPO exactly on-policy).
+    """
     device = policy.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = eos_ids(policy.model, tokenizer)
+    eos = stop_token_ids(policy.model, tokenizer)
     expanded = [p for p in prompts for _ in range(samples_per_prompt)]  # [B], samples of a prompt adjacent
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, expanded, max_prompt_tokens, chat_template, pad_id)
-    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)  # [B, P]
+    encoded = [encode_prompt(tokenizer, p, chat_template, max_prompt_tokens) for p in prompts]  # [U] ids
+    rows = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]  # [B] prompt of each sequence
 
     was_training = policy.training
     policy.eval()
-    # A fresh GenerationConfig, so that no sampling setting shipped with the model (top_k, top_p,
-    # repetition_penalty, ...) makes the sampler differ from the pi whose log-probs PPO uses.
-    sampling = GenerationConfig(
-        do_sample=True,
-        temperature=temperature,
-        top_k=top_k,  # 0 = off
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        min_new_tokens=1,
-        pad_token_id=pad_id,
-        eos_token_id=eos or None,
-    )
-    sequences = policy.model.generate(
-        input_ids=prompt_ids, attention_mask=prompt_mask, generation_config=sampling
-    )  # [B, P + R'], R' <= max_new_tokens
-    response = sequences[:, prompt_ids.shape[1] :]  # [B, R]
-    response_mask = response_mask_from_tokens(response, eos)  # [B, R]
-    response = torch.where(response_mask.bool(), response, torch.full_like(response, pad_id))
+    # The shared sampler (bayesrm.generation): exact ancestral sampling from softmax(logits / T) with
+    # only the given top_k / top_p, so no setting shipped in the model's generation_config changes
+    # what is sampled. One seed per sequence from the global torch RNG (checkpointed: exact resume).
+    seeds = torch.randint(0, 2**62, (len(rows),), dtype=torch.long).tolist()  # [B]
+    config = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, dtype=dtype)
+    sampler = TransformersBackend(policy.model, eos, pad_id, resolve_dtype(dtype, device))
+    gens = sampler.generate(encoded, rows, seeds, config)
+    prompt_ids, prompt_mask = left_pad([encoded[r] for r in rows], pad_id)  # [B, P]
+    response, response_mask = right_pad_responses(gens, pad_id)  # [B, R]
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    response, response_mask = response.to(device), response_mask.to(device)
     input_ids = torch.cat([prompt_ids, response], dim=1)  # [B, P + R]
     attention_mask = torch.cat([prompt_mask, response_mask], dim=1)  # [B, P + R]
     R = response.shape[1]

@@ -16,7 +16,9 @@ from peft import LoraConfig, get_peft_model
 
 from bayesrm.alignment.rl import losses as L
 from bayesrm.alignment.rl.config import RLConfig
+from bayesrm.alignment.rl.monitor import HackingMonitor, MonitorConfig, disagreement
 from bayesrm.alignment.rl.ppo import policy_update, ppo_advantages
+from bayesrm.alignment.rl.reference import ReferenceLevels, reference_sampler, sampled_levels
 from bayesrm.alignment.rl.reward_fn import Reward, load_reward_state, reward_state, score_batch
 from bayesrm.alignment.rl.rloo import rloo_advantages_for
 from bayesrm.alignment.rl.rollout import PolicyWithValue, sample_rollout
@@ -28,6 +30,7 @@ from bayesrm.types import Prompt, RewardScorer
 CHECKPOINT_DIR = "checkpoint"
 LOG_NAME = "log.jsonl"
 SAMPLES_NAME = "samples.jsonl"
+REFERENCE_NAME = "reference.jsonl"
 
 
 def build_policy(base_model: torch.nn.Module, cfg: RLConfig) -> PolicyWithValue:
@@ -65,7 +68,7 @@ class RLTrainer:
         cfg: RLConfig,
         base_model: torch.nn.Module,
         tokenizer: Any,
-        proxy: RewardScorer,
+        proxy: RewardScorer | Sequence[RewardScorer],
         reward: Reward,
         prompts: Sequence[Prompt],
         out_dir: str | Path,
@@ -84,6 +87,21 @@ class RLTrainer:
         )
         self.log = JsonlLog(self.out_dir / LOG_NAME)
         self.samples_log = JsonlLog(self.out_dir / SAMPLES_NAME)
+        self.reference = None  # per-prompt levels of log_sigmoid rewards, from reference-policy samples
+        if sampled_levels(reward):
+            if not cfg.chat_template and getattr(tokenizer, "chat_template", None):
+                raise ValueError("chat_template: false with a log_sigmoid reward: reference samples are drawn with the tokenizer's chat template")
+            sampler = reference_sampler(
+                self.policy.model, tokenizer, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                top_k=cfg.top_k, top_p=cfg.top_p, seed=cfg.seed, disable_adapter=True,
+            )
+            self.reference = ReferenceLevels(
+                sampler, proxy, cfg.reference_samples, cfg.score_batch_size, log_path=self.out_dir / REFERENCE_NAME
+            )
+        try:
+            self.monitor = HackingMonitor(MonitorConfig(**cfg.monitor))
+        except TypeError as err:
+            raise ValueError(f"monitor: {err}") from err
         self.step = 0
         torch.manual_seed(cfg.seed + 1)  # sampler stream, independent of the init stream
 
@@ -98,6 +116,9 @@ class RLTrainer:
             max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
             chat_template=cfg.chat_template, forward_batch_size=cfg.minibatch_size,
         )
+        t1 = time.perf_counter()
+        new_prompts = self.reference.ensure(self.reward, prompts, self.step + 1) if self.reference is not None else 0
+        t_ref = time.perf_counter() - t1
         t1 = time.perf_counter()
         scored = score_batch(self.proxy, self.reward, rollout.prompts, rollout.responses, self.gold, cfg.score_batch_size)
         t2 = time.perf_counter()
@@ -116,16 +137,22 @@ class RLTrainer:
             "reward": scored.reward.mean().item(),
             "proxy": scored.proxy.mean.mean().item(),
             "uncertainty": scored.proxy.std.mean().item(),
+            "disagreement": disagreement(scored.proxy),
             "gold": scored.gold.mean().item() if scored.gold is not None else None,
             "kl_k1": L.kl_k1(rollout.logprobs, rollout.ref_logprobs, mask).mean().item(),
             "kl_k3": L.kl_k3(rollout.logprobs, rollout.ref_logprobs, mask).mean().item(),
             "entropy": L.masked_mean(rollout.entropy, mask).item(),
             "response_length": rollout.lengths.float().mean().item(),
-            "time_rollout_s": t1 - t0,
+            "time_rollout_s": t1 - t0 - t_ref,
             "time_score_s": t2 - t1,
             "time_update_s": t3 - t2,
             **update_stats,
         }
+        if self.reference is not None:
+            record.update(reference_new_prompts=new_prompts, time_reference_s=t_ref)
+        for j, pred in enumerate(scored.proxies[1:], 1):  # the other proxies of an AND sum
+            record[f"proxy_{j}"], record[f"uncertainty_{j}"] = pred.mean.mean().item(), pred.std.mean().item()
+        record.update(self.monitor.update(record))
         self.log.append(record)
         for i in list(range(0, len(rollout.responses), cfg.samples_per_prompt))[: cfg.log_samples]:  # one per prompt
             self.samples_log.append({
@@ -146,6 +173,10 @@ class RLTrainer:
                 print(_format(record), flush=True)
             if self.cfg.save_every and self.step % self.cfg.save_every == 0:
                 self.save()
+            if self.cfg.monitor_stop and record["monitor_alarm"]:
+                if progress:
+                    print(f"reward-hacking monitor: alarm at step {self.step} ({record['monitor_signals']}); stopping", flush=True)
+                break
         if not (self.cfg.save_every and self.step % self.cfg.save_every == 0):
             self.save()
         return records
@@ -172,7 +203,11 @@ class RLTrainer:
         load_reward_state(self.reward, reward_tensors, meta.get("reward_state", {}))
         self.step = int(meta["step"])
         self.log.truncate_after(self.step)
+        for record in self.log.read():  # the monitor's state is a function of the log: replay it
+            self.monitor.update(record)
         self.samples_log.truncate_after(self.step)
+        if self.reference is not None and self.reference.log is not None:
+            self.reference.log.truncate_after(self.step)
         return self.step
 
 
@@ -180,4 +215,6 @@ def _format(record: dict[str, Any]) -> str:
     keys = ("reward", "proxy", "gold", "uncertainty", "kl_k3", "entropy", "response_length")
     parts = [f"step {record['step']}"]
     parts += [f"{k} {record[k]:.3f}" for k in keys if isinstance(record.get(k), float)]
+    if record.get("monitor_signals"):
+        parts.append(("ALARM " if record.get("monitor_alarm") else "monitor ") + record["monitor_signals"])
     return "  ".join(parts)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from bayesrm.alignment.rl.reward_fn import Reward, apply_reward, make_reward
+from bayesrm.alignment.rl.monitor import disagreement
+from bayesrm.alignment.rl.reference import ReferenceLevels
+from bayesrm.alignment.rl.reward_fn import Reward, apply_reward, as_proxies, make_reward
 from bayesrm.types import Message, Prompt, RewardScorer
 
 
@@ -30,32 +32,69 @@ def _resolve(reward: Reward | str) -> Reward:
 
 
 def reward_callable(
-    scorer: RewardScorer, reward: Reward | str = "mean", batch_size: int = 32
-) -> Callable[[Sequence[Prompt], Sequence[str]], list[float]]:
-    """f(prompts, responses) -> conservative rewards as floats. ``reward``: a Reward or a spec string."""
+    scorer: RewardScorer | Sequence[RewardScorer],
+    reward: Reward | str = "mean",
+    batch_size: int = 32,
+    reference: ReferenceLevels | None = None,
+    gold: RewardScorer | None = None,
+) -> Callable[..., list[float]]:
+    """f(prompts, responses) -> conservative rewards as floats. ``reward``: a Reward or a spec string.
+
+    scorer: one proxy, or one per term of an AND sum ('A + B'). reference: per-prompt levels of a
+    log_sigmoid reward, drawn from reference-policy samples the first time a prompt is seen
+    (:class:`~bayesrm.alignment.rl.reference.ReferenceLevels`; give it a ``state_path`` to keep them
+    across a resumed run). gold: a judge scored alongside, for the monitor only (never in the reward).
+    ``f.last`` holds the last batch's means (proxy, uncertainty, disagreement, gold) for monitoring.
+    """
     reward = _resolve(reward)
+    proxies = as_proxies(scorer)
 
     def score(prompts: Sequence[Prompt], responses: Sequence[str]) -> list[float]:
         if len(prompts) != len(responses):
             raise ValueError(f"got {len(prompts)} prompts and {len(responses)} responses")
-        prediction = scorer.score(list(prompts), list(responses), batch_size=batch_size)
-        return apply_reward(reward, prediction, prompts).tolist()
+        if reference is not None:
+            reference.ensure(reward, prompts)
+        predictions = [p.score(list(prompts), list(responses), batch_size=batch_size) for p in proxies]
+        values = apply_reward(reward, predictions, prompts)
+        score.last = {
+            "proxy": predictions[0].mean.mean().item(),
+            "uncertainty": predictions[0].std.mean().item(),
+            "disagreement": disagreement(predictions[0]),
+            "gold": gold.score(list(prompts), list(responses), batch_size=batch_size).mean.mean().item() if gold else None,
+        }
+        return values.tolist()
 
+    score.last = {}
     score.__name__ = f"bayesrm_{getattr(reward, 'name', 'reward')}"
     return score
 
 
-def trl_reward_func(scorer: RewardScorer, reward: Reward | str = "mean", batch_size: int = 32) -> Callable[..., list[float]]:
+def trl_reward_func(
+    scorer: RewardScorer | Sequence[RewardScorer],
+    reward: Reward | str = "mean",
+    batch_size: int = 32,
+    reference: ReferenceLevels | None = None,
+    gold: RewardScorer | None = None,
+) -> Callable[..., list[float]]:
     """A TRL reward function: ``GRPOTrainer(..., reward_funcs=[trl_reward_func(scorer, "up:beta2=1")])``.
 
     Conversational prompts (lists of messages) are passed to the scorer as messages, so it renders
-    them with its own chat template; the completion is the assistant text. TRL's extra keyword
-    arguments (completion_ids, trainer_state, dataset columns, ...) are ignored.
+    them with its own chat template; the completion is the assistant text. When TRL passes
+    ``log_metric`` (trl >= 1.x), the batch's proxy mean, sigma, member disagreement (and gold, if
+    given) are logged as ``bayesrm/proxy``, ``bayesrm/uncertainty``, ``bayesrm/disagreement``,
+    ``bayesrm/gold``: what :class:`~bayesrm.alignment.rl.monitor.HackingMonitorCallback` reads.
+    Other TRL keyword arguments (completion_ids, trainer_state, dataset columns, ...) are ignored.
     """
-    plain = reward_callable(scorer, reward, batch_size)
+    plain = reward_callable(scorer, reward, batch_size, reference, gold)
 
     def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        return plain(list(prompts), [completion_text(c) for c in completions])
+        out = plain(list(prompts), [completion_text(c) for c in completions])
+        log_metric = kwargs.get("log_metric")
+        if callable(log_metric):
+            for key, value in plain.last.items():
+                if value is not None:
+                    log_metric(f"bayesrm/{key}", float(value))
+        return out
 
     reward_func.__name__ = plain.__name__  # TRL logs each reward under its function's __name__
     return reward_func
