@@ -15,13 +15,14 @@ SECTIONS = ("prompts", "sampling", "preferences", "model", "training", "bon")
 TOP_LEVEL = ("name", "seed", "policy", "gold")
 
 
-def add_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
+def add_arguments(p: argparse.ArgumentParser, default_out: str | None, default_config: str = "sentiment") -> None:
     from bayesrm.cli.options import add_dataclass_options
     from bayesrm.cli.train import TRAINING_OPTIONS
     from bayesrm.config import field_types
     from bayesrm.scenarios.config import ScenarioConfig
 
-    p.add_argument("--config", default="sentiment", help="Scenario YAML, or the name of a built-in one ('sentiment').")
+    p.add_argument("--config", default=default_config,
+                   help=f"Scenario YAML, or the name of a built-in one ('helpful', 'sentiment'; default {default_config!r}).")
     p.add_argument("--preset", default=None, help="A preset of the scenario (e.g. 'full' for the larger figure).")
     p.add_argument("--out", default=default_out, help="Output directory (default: runs/<scenario>[-<preset>]). Re-running resumes.")
     p.add_argument("--seeds", type=int, nargs="+", default=None,

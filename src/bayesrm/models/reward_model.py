@@ -39,8 +39,8 @@ class RewardModelConfig:
     """LoRA scaling numerator: the update is (alpha / r) B A."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input."""
-    target_modules: list[str] | None = None
-    """Module names to adapt; None uses peft's default for the architecture (e.g. query/value)."""
+    target_modules: list[str] | str | None = None
+    """Module names to adapt, or peft's "all-linear"; None uses peft's default for the architecture (e.g. query/value)."""
     lora_layers: list[int] | None = None
     """Indices of the transformer blocks to adapt; None adapts every block."""
     disable_dropout: bool = True

@@ -36,6 +36,17 @@ from bayesrm.scenarios.summary import write_summary
 from bayesrm.types import RewardPrediction
 
 
+def judge_fingerprint(judge: Any) -> str:
+    """The judge's name, plus a hash of its weights file for a reward-model judge."""
+    import hashlib
+
+    name = str(getattr(judge, "name", type(judge).__name__))
+    weights = Path(getattr(judge, "path", "")) / "model.safetensors"
+    if getattr(judge, "path", None) and weights.is_file():
+        name += ":" + hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest()
+    return name
+
+
 class BoNRunner:
     """Runs one scenario into ``out_dir``; every stage resumes from what is already there."""
 
@@ -76,14 +87,25 @@ class BoNRunner:
     # ---- 1. prompts ------------------------------------------------------------------------
     def prompts(self) -> tuple[list[str], list[str]]:
         """(preference-data prompts, best-of-n prompts), disjoint and seeded."""
+        saved = self._prompt_sets()
+        return saved["train"], saved["bon"]
+
+    def selection_prompts(self) -> list[str]:
+        """Penalty-selection prompts (bon.selection_prompts), disjoint from the other two sets."""
+        return self._prompt_sets()["select"]
+
+    def _prompt_sets(self) -> dict[str, list[str]]:
         path = self.out / "prompts.json"
         c = self.config
-        need = c.preferences.prompts + c.bon.prompts
-        settings = {"prompts": to_mapping(c.prompts), "preference_prompts": c.preferences.prompts, "bon_prompts": c.bon.prompts}
+        sizes = {"train": c.preferences.prompts, "bon": c.bon.prompts, "select": c.bon.selection_prompts}
+        need = sum(sizes.values())
+        settings = {"prompts": to_mapping(c.prompts), "preference_prompts": c.preferences.prompts, "bon_prompts": c.bon.prompts,
+                    "selection_prompts": c.bon.selection_prompts}
         _, fresh = self.stages.fresh("prompts", settings, [], [path])
         if fresh:
             saved = json.loads(path.read_text())
-            return saved["train"], saved["bon"]
+            saved.setdefault("select", [])
+            return saved
         with self.stage("prompts"):
             if c.prompts.source == "chitchat":
                 from bayesrm.data.prompts import chitchat_prompts
@@ -92,13 +114,19 @@ class BoNRunner:
             else:
                 from bayesrm.data.prompts import load_prompts
 
-                pool = list(dict.fromkeys(load_prompts(c.prompts.source, c.prompts.field)))
+                files = [c.prompts.source] if isinstance(c.prompts.source, str) else list(c.prompts.source)
+                pool = list(dict.fromkeys(p for f in files for p in load_prompts(f, c.prompts.field)))
+                if c.prompts.file_max_words is not None:
+                    pool = [p for p in pool if len(p.split()) <= c.prompts.file_max_words]
                 if len(pool) < need:
                     raise ValueError(f"{c.prompts.source}: {len(pool)} distinct prompts, the scenario needs {need}")
                 random.Random(c.prompts.seed).shuffle(pool)
-            train, bon = pool[: c.preferences.prompts], pool[c.preferences.prompts : need]
-            atomic_write_text(path, json.dumps({"train": train, "bon": bon}, indent=1))
-        return train, bon
+            # train, then select, then bon: without selection prompts the sets are those of earlier versions,
+            # and more best-of-n prompts extend the set instead of reshuffling it
+            a, b = sizes["train"], sizes["train"] + sizes["select"]
+            saved = {"train": pool[:a], "select": pool[a:b], "bon": pool[b:need]}
+            atomic_write_text(path, json.dumps(saved, indent=1))
+        return saved
 
     # ---- 2. samples ------------------------------------------------------------------------
     def sampler(self):
@@ -140,7 +168,7 @@ class BoNRunner:
             with self.stage("label pairs"):
                 flat_p = [p for p, row in zip(train_prompts, samples) for _ in row]
                 flat_r = [r for row in samples for r in row]
-                gold = (sign * gold_judge.score(flat_p, flat_r).mean).view(len(train_prompts), -1).tolist()
+                gold = (sign * self.judge_scores(gold_judge, flat_p, flat_r).mean).view(len(train_prompts), -1).tolist()
                 pairs = gold_labelled_pairs(train_prompts, samples, gold, c.preferences.label_temperature,
                                             c.preferences.label_noise, seed=c.seed)
                 lines = [json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) for p in pairs]
@@ -152,6 +180,39 @@ class BoNRunner:
         if c.preferences.max_pairs is not None and c.preferences.max_pairs < len(train):
             train = random.Random(c.seed).sample(train, c.preferences.max_pairs)
         return train, list(split.test)
+
+    def judge_scores(self, judge: Any, prompts: list[str], responses: list[str], chunk: int = 256) -> RewardPrediction:
+        """Gold scores of (prompt, response) pairs through a per-text cache beside the samples
+        (``<cache_dir>/gold/<judge>.jsonl``, keyed by the judge's fingerprint and each text), so every run,
+        seed and stage that shares a sample cache scores a text with an expensive gold only once, and an
+        interrupted scoring resumes. Written in chunks of ``chunk`` texts."""
+        from bayesrm.generation.cache import slugify, stable_hash
+
+        fp = judge_fingerprint(judge)
+        path = self.cache_dir / "gold" / f"{slugify(fp)}.jsonl"
+        known: dict[str, float] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    rec = json.loads(line)
+                    known[rec["key"]] = float(rec["score"])
+                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                    continue  # a line cut short by a crash: rescored below
+        keys = [stable_hash([p, r]) for p, r in zip(prompts, responses)]
+        todo, seen = [], set()
+        for i, k in enumerate(keys):
+            if k not in known and k not in seen:  # one index per distinct text
+                seen.add(k)
+                todo.append(i)
+        if todo:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            for start in range(0, len(todo), chunk):
+                idx = todo[start : start + chunk]
+                got = judge.score([prompts[i] for i in idx], [responses[i] for i in idx], batch_size=32, progress=self.progress).mean
+                with open(path, "a", encoding="utf-8") as f:
+                    f.write("".join(json.dumps({"key": keys[i], "score": float(v)}) + "\n" for i, v in zip(idx, got.tolist())))
+                known.update((keys[i], float(v)) for i, v in zip(idx, got.tolist()))
+        return RewardPrediction.point(torch.tensor([known[k] for k in keys], dtype=torch.float32))
 
     # ---- 4. proxies ------------------------------------------------------------------------
     def proxy(self, spec: ProxyConfig, train: list[PreferencePair], valid: list[PreferencePair], tag: str = "") -> Any:
@@ -205,26 +266,30 @@ class BoNRunner:
                            top_layers=e.top_layers, seed=c.seed, bootstrap=e.bootstrap)
 
     # ---- 5. scores -------------------------------------------------------------------------
-    def bon_samples(self) -> tuple[list[str], list[str], list[str]]:
-        """(prompt ids, flat prompts [P*N], flat responses [P*N]) of the best-of-n samples."""
-        _, bon_prompts = self.prompts()
-        samples = self.samples(bon_prompts, self.config.bon.n_samples, "best-of-n")
+    def bon_samples(self, split: str = "bon") -> tuple[list[str], list[str], list[str]]:
+        """(prompt ids, flat prompts [P*N], flat responses [P*N]) of the best-of-n (or 'select') samples."""
+        prompts = self.prompts()[1] if split == "bon" else self.selection_prompts()
+        samples = self.samples(prompts, self.config.bon.n_samples, "best-of-n" if split == "bon" else "penalty selection")
         ids = [str(i) for i, row in enumerate(samples) for _ in row]
-        return ids, [p for p, row in zip(bon_prompts, samples) for _ in row], [r for row in samples for r in row]
+        return ids, [p for p, row in zip(prompts, samples) for _ in row], [r for row in samples for r in row]
 
-    def scores(self, name: str, scorer: Any, source: str) -> RewardPrediction:
-        """Scores of the best-of-n samples by ``scorer``, whose stage fingerprint is ``source``."""
+    def scores(self, name: str, scorer: Any, source: str, split: str = "bon", gold: bool = False) -> RewardPrediction:
+        """Scores of the best-of-n (or 'select') samples by ``scorer``, whose stage fingerprint is ``source``."""
         c = self.config
-        path = self.out / "scores" / f"{name}.safetensors"
+        path = self.out / "scores" / ("" if split == "bon" else split) / f"{name}.safetensors"
         self.prompts()
-        settings = {"policy": c.policy, "sampling": to_mapping(c.sampling), "n_samples": c.bon.n_samples, "scorer": name}
-        _, fresh = self.stages.fresh(f"scores {name}", settings, [self.stages.fingerprint_of("prompts"), source], [path])
+        settings = {"policy": c.policy, "sampling": to_mapping(c.sampling), "n_samples": c.bon.n_samples, "scorer": name, "split": split}
+        stage = f"scores {name}" + ("" if split == "bon" else f" ({split})")
+        _, fresh = self.stages.fresh(stage, settings, [self.stages.fingerprint_of("prompts"), source], [path])
         if fresh:
             return RewardPrediction.load(path)
-        _, prompts, responses = self.bon_samples()
-        with self.stage(f"score {name}"):
-            pred = scorer.score(prompts, responses, batch_size=64, progress=self.progress)
-            path.parent.mkdir(exist_ok=True)
+        _, prompts, responses = self.bon_samples(split)
+        with self.stage(f"score {name}" + ("" if split == "bon" else f" ({split})")):
+            if gold:
+                pred = self.judge_scores(scorer, prompts, responses)
+            else:
+                pred = scorer.score(prompts, responses, batch_size=64, progress=self.progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
             pred.save(path)
         return pred
 
@@ -236,7 +301,8 @@ class BoNRunner:
         from bayesrm.rewards.transforms import Standardizer
 
         c = self.config
-        P, N = c.bon.prompts, c.bon.n_samples
+        N = c.bon.n_samples
+        P = len(prompt_ids) // N
         z = Standardizer.fit(pred)(pred)  # proxy in z-units, for plotting on one scale
         out = {}
         point_model = not bool((pred.var > 0).any())
@@ -262,8 +328,9 @@ class BoNRunner:
         train, valid = self.pairs(gold_judge)
         self.log(f"{len(train)} training / {len(valid)} validation preference pairs")
         prompt_ids, prompts, responses = self.bon_samples()
-        gold = self.scores("gold", gold_judge, fingerprint({"gold": judge_identity(gold_judge)}))
+        gold = self.scores("gold", gold_judge, fingerprint({"gold": judge_identity(gold_judge)}), gold=True)
         all_curves: dict[str, dict[str, Any]] = {}
+        select_curves: dict[str, dict[str, Any]] = {}
         proxy_metrics: dict[str, dict[str, float]] = {}
         preds: dict[str, RewardPrediction] = {}
         for spec in c.proxies:
@@ -276,10 +343,18 @@ class BoNRunner:
                 all_curves[spec.name] = self.curves(gold, pred, prompt_ids)
                 make_bon_report(self.out / "bon" / spec.name, all_curves[spec.name], self.settings(), self.timings,
                                 seeds={"scenario": c.seed}, baseline="mean", title=f"{c.name}: best-of-n with proxy {spec.name}")
+            if c.bon.selection_prompts:
+                sel_ids = self.bon_samples("select")[0]
+                sel_gold = self.scores("gold", gold_judge, fingerprint({"gold": judge_identity(gold_judge)}), split="select", gold=True)
+                select_curves[spec.name] = self.curves(sel_gold, self.scores(spec.name, scorer, self.stages.fingerprint_of(f"proxy {spec.name}"), split="select"), sel_ids)
         sections = [self.sigma_gold_section(preds, gold)]
         if c.two_property is not None:
             sections.append(self.two_property(train, valid, gold, prompt_ids))
-        return self.summary(all_curves, proxy_metrics, sections)
+        if select_curves:
+            from bayesrm.evaluation.report import save_curves
+
+            save_curves(self.out / "select_curves.json", {f"{p}/{s}": cv for p, cs in select_curves.items() for s, cv in cs.items()})
+        return write_summary(self.out, c, all_curves, proxy_metrics, sections, self.timings, select_curves=select_curves or None)
 
     def sigma_gold_section(self, preds: dict[str, RewardPrediction], gold: RewardPrediction) -> str:
         """Markdown: correlation of each proxy's sigma with its error |z(proxy) - z(gold)| on the best-of-n samples."""
@@ -321,7 +396,7 @@ class BoNRunner:
         train2, valid2 = self.pairs(judge2, sign=tp.sign, tag="_prop2")
         rm1 = self.proxy(map_spec, train1, valid1)
         rm2 = self.proxy(map_spec, train2, valid2, tag="_prop2")
-        gold2 = RewardPrediction.point(tp.sign * self.scores("gold_prop2", judge2, fingerprint({"gold": judge_identity(judge2)})).mean)
+        gold2 = RewardPrediction.point(tp.sign * self.scores("gold_prop2", judge2, fingerprint({"gold": judge_identity(judge2)}), gold=True).mean)
         r1 = self.scores(map_spec.name, rm1, self.stages.fingerprint_of(f"proxy {map_spec.name}"))
         r2 = self.scores(f"{map_spec.name}_prop2", rm2, self.stages.fingerprint_of(f"proxy {map_spec.name}_prop2"))
         both = satisfies_all([gold1.mean.view(P, N), gold2.mean.view(P, N)], tp.thresholds)

@@ -23,7 +23,7 @@ from bayesrm.uncertainty.base import EnsembleConfig
 from bayesrm.uncertainty.factory import Method
 from bayesrm.uncertainty.laplace.posterior import LaplaceConfig
 
-BUILTIN = ("sentiment",)
+BUILTIN = ("helpful", "sentiment")
 ProxyMethod = Literal[Method, "laplace"]
 """A proxy is trained by one of the factory's methods, or is a Laplace posterior on a trained map proxy."""
 ENSEMBLE_KEYS = ("members", "top_layers", "diversity", "bootstrap")
@@ -36,14 +36,17 @@ RUNNER_OWNED_TRAINING = {"seed": "set the scenario's top-level seed (it seeds tr
 class PromptConfig:
     """Where prompts come from. Preference-data prompts and best-of-n prompts never overlap."""
 
-    source: str = "chitchat"
-    """'chitchat' (real chat messages, package chitchat-dataset) or a JSONL / JSON / TXT prompt file."""
+    source: str | list[str] = "chitchat"
+    """'chitchat' (real chat messages, package chitchat-dataset), a JSONL / JSON / TXT prompt file, or a
+    list of prompt files (pooled, duplicates dropped). Relative paths are read from the working directory."""
     field: str | None = None
     """Field holding the prompt in a JSONL / JSON file (e.g. 'instruction')."""
     min_words: int = 4
     """chitchat: shortest message kept, in words."""
     max_words: int = 30
     """chitchat: longest message kept, in words."""
+    file_max_words: int | None = None
+    """Prompt files: drop prompts longer than this many words (None keeps every prompt)."""
     seed: int = 0
     """Seeds which prompts are drawn; kept apart from the scenario seed so that runs with several
     seeds share prompts and samples."""
@@ -121,6 +124,9 @@ class BoNConfig:
     """Conservative rewards (bayesrm.rewards specs) each proxy selects with."""
     n_boot: int = 1000
     """Bootstrap resamples over prompts for the confidence bands."""
+    selection_prompts: int = 0
+    """Penalty-selection prompts (disjoint from the preference and best-of-n prompts), N samples each:
+    each proxy's conservative reward (e.g. its k) is chosen on them, never on the best-of-n prompts. 0: off."""
 
 
 @dataclass
@@ -148,7 +154,8 @@ class ScenarioConfig:
     policy: str = "smollm2"
     """Policy: 'smollm2' (embedded SmolLM2-135M-Instruct) or a local causal-LM directory."""
     gold: str = "vader"
-    """Gold judge: vader | textblob:polarity | textblob:subjectivity | rm:/path/to/saved/model."""
+    """Gold judge: vader | textblob:polarity | textblob:subjectivity | rm:helpful (the embedded gold reward
+    model) | rm:/path/to/saved/model; append @bf16 to an rm judge to score under bf16 autocast."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     """Where prompts come from."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -214,6 +221,8 @@ class ScenarioConfig:
             raise ValueError("bon: needs n_samples >= 2 and prompts >= 1")
         if min(self.bon_ns()) < 1 or max(self.bon_ns()) > self.bon.n_samples:
             raise ValueError(f"bon.ns: values must be in 1..n_samples={self.bon.n_samples}")
+        if self.bon.selection_prompts < 0:
+            raise ValueError("bon.selection_prompts: must be >= 0")
         if self.preferences.samples_per_prompt < 2:
             raise ValueError("preferences.samples_per_prompt: must be >= 2")
         if self.preferences.prompts < 1:
@@ -230,7 +239,7 @@ class ScenarioConfig:
 
 
 def scenario_path(name_or_path: str) -> Path:
-    """A built-in scenario name ('sentiment') or a YAML path."""
+    """A built-in scenario name ('helpful', 'sentiment') or a YAML path."""
     if name_or_path in BUILTIN:
         return Path(str(resources.files("bayesrm.scenarios") / f"{name_or_path}.yaml"))
     return Path(name_or_path)

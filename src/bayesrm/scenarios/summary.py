@@ -56,6 +56,7 @@ def write_summary(
     sections: list[str],
     timings: dict[str, float],
     runs_note: str = "",
+    select_curves: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
     """Top-level report: one overview plot (each proxy's mean and best penalty), tables, links."""
     from bayesrm.alignment.bon import paired_difference
@@ -92,6 +93,11 @@ def write_summary(
     if (out / "bon").is_dir():
         lines += ["Per-proxy reports: " + ", ".join(f"[{p}](bon/{p}/report.md)" for p in all_curves), ""]
     lines += sections
+    if select_curves is not None or c.bon.selection_prompts == 0:
+        from bayesrm.scenarios.selection import study_sections
+
+        baseline = next((p.name for p in c.proxies if p.method == "map" and p.name in all_curves), "map")
+        lines += study_sections(all_curves, select_curves, c.bon.n_boot, c.seed, out, baseline=baseline)[0]
     if timings:
         lines += ["## Timings (this run; cached stages take ~0 s)", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()]
@@ -126,4 +132,13 @@ def seeds_summary(out: Path, config: ScenarioConfig, seed_dirs: dict[int, Path])
     note = (f"Pooled over seeds {sorted(seed_dirs)} (preference labels, training, tie-breaking): each prompt's "
             "estimate is averaged over seeds, bands are bootstrapped over prompts. Per-seed reports: "
             + ", ".join(f"[seed {s}]({d.name}/report.md)" for s, d in sorted(seed_dirs.items())) + ".")
-    return write_summary(out, config, all_curves, proxy_metrics, [], {}, runs_note=note)
+    select_curves: dict[str, dict[str, Any]] | None = None
+    select_files = [d / "select_curves.json" for d in seed_dirs.values()]
+    if config.bon.selection_prompts and all(f.exists() for f in select_files):
+        per_seed_sel = [load_curves(f) for f in select_files]
+        select_curves = {}
+        for name in [n for n in per_seed_sel[0] if all(n in cs for cs in per_seed_sel)]:
+            proxy, _, spec = name.partition("/")
+            select_curves.setdefault(proxy, {})[spec] = average_over_seeds(
+                [cs[name] for cs in per_seed_sel], n_boot=config.bon.n_boot, seed=config.seed)
+    return write_summary(out, config, all_curves, proxy_metrics, [], {}, runs_note=note, select_curves=select_curves)

@@ -94,6 +94,8 @@ def adapted_layers(num_blocks: int, lora_layers: Sequence[int] | None, top_layer
 
 def default_targets(backbone: nn.Module, target_modules: Sequence[str] | None) -> list[str]:
     """Target module names: the given ones, else peft's default for the architecture."""
+    if isinstance(target_modules, str):
+        raise ValueError(f"target_modules={target_modules!r}: LoRA ensembles need a list of module names")
     if target_modules:
         return list(target_modules)
     model_type = backbone.config.model_type
