@@ -277,7 +277,9 @@ def test_a_wrong_type_in_a_train_option_file_is_one_line_naming_file_and_option(
     path.write_text(yaml.safe_dump({name: value}))
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = main(["train", "--config", str(path), "--out", str(path.parent / "out")])
+        # --data names no file: should a generated value be valid after all, the run fails fast
+        # (and this assertion with it) instead of training a real model
+        code = main(["train", "--config", str(path), "--out", str(path.parent / "out"), "--data", str(path.parent / "none.jsonl")])
     lines = err.getvalue().strip().splitlines()
     assert code == 2 and len(lines) == 1 and re.search(rf"train\.yaml: {name}(:|\[)", lines[0]), (name, value, lines)
     assert not (path.parent / "out").exists()

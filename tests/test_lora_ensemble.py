@@ -155,6 +155,11 @@ def test_mismatched_or_corrupt_checkpoints_raise_checkpoint_error(tiny_bert_dir,
     meta = json.loads(cfg_path.read_text())
     meta["ensemble"]["members"] = K + 1  # config no longer matches the weights
     cfg_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="edited after saving"):
+        LoRAEnsemble.from_pretrained(tmp_path / "ens")
+    meta["format_version"] = 1  # as written before checksums: the structural checks still catch it
+    del meta["weights_sha256"]
+    cfg_path.write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="shape"):
         LoRAEnsemble.from_pretrained(tmp_path / "ens")
     meta["ensemble"] = {"members": K, "ensemble_size": 2}
@@ -168,7 +173,7 @@ def test_mismatched_or_corrupt_checkpoints_raise_checkpoint_error(tiny_bert_dir,
     with pytest.raises(CheckpointError, match="head_ensemble"):
         LoRAEnsemble.from_pretrained(tmp_path / "heads")
     (tmp_path / "heads" / "model.safetensors").write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="corrupt"):
+    with pytest.raises(CheckpointError, match="corrupt"):  # SHA-256 mismatch: "the weights are corrupt"
         HeadEnsemble.from_pretrained(tmp_path / "heads")
 
 

@@ -123,7 +123,7 @@ def test_checkpoint_errors(tiny_bert_dir, tiny_llama_dir, tmp_path):
     corrupt = tmp_path / "corrupt"
     model.save_pretrained(corrupt)
     (corrupt / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(CheckpointError, match="corrupt or unreadable"):
+    with pytest.raises(CheckpointError, match="SHA-256 does not match"):
         RewardModel.from_pretrained(corrupt)
     bad_json = tmp_path / "bad_json"
     model.save_pretrained(bad_json)
@@ -136,12 +136,19 @@ def test_checkpoint_errors(tiny_bert_dir, tiny_llama_dir, tmp_path):
     meta = json.loads((mismatched / "config.json").read_text())
     meta["model"]["backbone"] = str(tiny_llama_dir)
     (mismatched / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="edited after saving"):
+        RewardModel.from_pretrained(mismatched)
+    meta["format_version"] = 1  # a checkpoint from before checksums: the structural checks still catch it
+    del meta["weights_sha256"]
+    (mismatched / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="do not match|different backbone"):
         RewardModel.from_pretrained(mismatched)
     rank = tmp_path / "rank"
     model.save_pretrained(rank)
     meta = json.loads((rank / "config.json").read_text())
     meta["model"]["lora_r"] = 4
+    meta["format_version"] = 1
+    del meta["weights_sha256"]
     (rank / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="shape"):
         RewardModel.from_pretrained(rank)

@@ -3,6 +3,11 @@
 ``load_scorer(dir)`` reads ``config.json``'s ``bayesrm_kind`` and calls that class's
 ``from_pretrained``. Classes are named as import strings so that loading one kind never imports
 the others (PEFT-style explicit registry; no magic discovery).
+
+What a checkpoint may make the loader do is decided here, by the caller, never by the files:
+``trust_remote_code`` (off: a backbone needing custom Python code fails to load instead of
+running it) and ``allow_external_paths`` (off: every path the checkpoint names must stay
+inside its directory).
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from bayesrm.models.checkpoint import CheckpointError, read_meta
+from bayesrm.models.checkpoint import CONFIG_NAME, CheckpointError, read_meta
 
 SCORER_CLASSES: dict[str, str] = {
     "reward_model": "bayesrm.models.reward_model:RewardModel",
@@ -25,15 +30,19 @@ SCORER_CLASSES: dict[str, str] = {
 }
 
 
-def scorer_class(kind: str) -> type:
+def scorer_class(kind: str, where: str = "checkpoint") -> type:
     """The class registered for a checkpoint kind."""
-    if kind not in SCORER_CLASSES:
-        raise CheckpointError(f"unknown checkpoint kind {kind!r}; known: {sorted(SCORER_CLASSES)}")
+    if not isinstance(kind, str) or kind not in SCORER_CLASSES:
+        raise CheckpointError(f"{where}: unknown checkpoint kind {kind!r}; known: {sorted(SCORER_CLASSES)}")
     module_name, _, attr = SCORER_CLASSES[kind].partition(":")
     return getattr(importlib.import_module(module_name), attr)
 
 
-def load_scorer(directory: str | Path, device: str = "cpu") -> Any:
+def load_scorer(
+    directory: str | Path, device: str = "cpu", *, trust_remote_code: bool = False, allow_external_paths: bool = False
+) -> Any:
     """Load any saved bayesrm reward model, ensemble or posterior; it scores with ``.score(prompts, responses)``."""
-    kind = read_meta(directory)["bayesrm_kind"]
-    return scorer_class(kind).from_pretrained(directory, device=device)
+    kind = read_meta(directory, allow_external_paths)["bayesrm_kind"]
+    cls = scorer_class(kind, str(Path(directory) / CONFIG_NAME))
+    return cls.from_pretrained(directory, device=device, trust_remote_code=trust_remote_code,
+                               allow_external_paths=allow_external_paths)

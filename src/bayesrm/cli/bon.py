@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser, default_out: str | None) -> None:
     for section in SECTIONS:
         add_dataclass_options(p, types[section], only=TRAINING_OPTIONS if section == "training" else None, prefix=section,
                               exclude=("seed", "output_dir") if section == "training" else (), title=f"scenario {section}:", default_note="the file's")
+    p.add_argument("--overwrite", action="store_true",
+                   help="OUT holds a run made with other settings: redo the stages whose settings changed (and what depends "
+                        "on them) instead of stopping. Without it such a rerun is refused; an unchanged rerun resumes.")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -45,10 +48,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from bayesrm.cli.options import nested_overrides
     from bayesrm.scenarios.config import load_scenario
+    from bayesrm.scenarios.stages import safe_name
     from bayesrm.scenarios.summary import run_scenario
 
     config = load_scenario(args.config, preset=args.preset, overrides=nested_overrides(args, TOP_LEVEL))
+    if args.out is None:
+        safe_name(config.name, "scenario name")  # it names the default output directory
+        if args.preset:
+            safe_name(args.preset, "preset name")
     out = Path(args.out or f"runs/{config.name}{'-' + args.preset if args.preset else ''}")
-    for report in run_scenario(config, out, args.seeds, progress=not args.no_progress, cache_dir=args.samples):
+    for report in run_scenario(config, out, args.seeds, progress=not args.no_progress, cache_dir=args.samples,
+                               overwrite=args.overwrite):
         print(f"report: {report}")
     return 0

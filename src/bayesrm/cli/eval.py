@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bayesrm.cli.common import DataOptions, data_options, load_split
 from bayesrm.cli.options import add_config_options, add_dataclass_options
+from bayesrm.cli.safety import add_trust_options, trust_kwargs
 from bayesrm.evaluation.outputs import format_metrics
 from bayesrm.fileio import atomic_write_text
 
@@ -44,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "results.md, PNGs, report.html; with one model and one pair file also metrics.json and reliability.png.")
     p.add_argument("--batch-size", type=int, default=32, help="Scoring batch size.")
     add_dataclass_options(p, DataOptions, only=[f.name for f in dataclasses.fields(DataOptions) if f.name != "data"], title="data")
+    add_trust_options(p)
     p.set_defaults(run=run)
 
 
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError("--batch-size must be positive")
-    scorers = {name: load_scorer(d) for name, d in zip(model_names(args.model), args.model)}
+    scorers = {name: load_scorer(d, **trust_kwargs(args)) for name, d in zip(model_names(args.model), args.model)}
     sets = load_sets(args)
     shift = load_shift(args, sets)
     default_out = Path(args.model[0]).resolve().parent / "eval" if len(args.model) == 1 else Path("runs/eval")

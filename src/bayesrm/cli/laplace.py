@@ -13,6 +13,7 @@ from pathlib import Path
 
 from bayesrm.cli.common import DATA_OPTIONS_KEY, add_data_options, data_options, load_split
 from bayesrm.cli.options import add_config_options, add_dataclass_options, build_dataclass, given
+from bayesrm.cli.safety import add_trust_options, trust_kwargs
 from bayesrm.config import to_mapping
 from bayesrm.uncertainty.laplace.posterior import LaplaceConfig
 
@@ -53,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_dataclass_options(p, LaplaceOptions, title="model and fit")
     add_dataclass_options(p, LaplaceConfig, title="posterior", parsers={"prior_precision": _prior})
     add_data_options(p)
+    add_trust_options(p)
     p.set_defaults(run=run)
 
 
@@ -71,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     fit_prior = opts.fit_prior if opts.fit_prior is not None else not given(args, "prior_precision")
     data = data_options(args, opts.model)
     pairs = load_split(data)["train"]  # the split the model was trained on
-    model = load_scorer(opts.model, device=opts.device)
+    model = load_scorer(opts.model, device=opts.device, **trust_kwargs(args))
     options = to_mapping(config)
     if isinstance(model, RewardModel):
         la = LaplaceLoRA(model, **options)

@@ -234,14 +234,14 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
     actions = _subcommand_actions(parser, getattr(args, "command", None))
     types_ = option_types(actions, getattr(args, "option_classes", None) or ())
     for key, value in read_option_file(config_path, getattr(args, "preset", None), types_).items():
-        if given(args, key):
-            continue
         where = f"{config_path}: {key}"
+        # Every value in the file is checked, also those a flag overrides: a broken file is an error.
         if types_[key] is not None:
             value = convert(types_[key], value, where)  # typed YAML, exactly as in a scenario file
         elif key in actions:
             value = _coerce(actions[key], value, where)  # a plain flag: converted as its text would be
-        setattr(args, key, value)
+        if not given(args, key):
+            setattr(args, key, value)
     return args
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from bayesrm.cli.safety import add_trust_options, trust_kwargs
+
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", dest="rl_set", nargs="+", default=[], metavar="KEY=VALUE",
                    help="Deprecated: use the flags below; still sets any rl field, e.g. reward_params={k: 2} (values parsed as YAML).")
     add_dataclass_options(p, RLConfig, prefix="rl", flag_prefix="", default_note="the file's rl section", title="rl: (override the scenario file's rl section)")
+    add_trust_options(p)
     p.set_defaults(run=run)
 
 
@@ -70,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         cfg,
         model,
         tokenizer,
-        proxy=[load_scorer(p) for p in cfg.proxy] if isinstance(cfg.proxy, list) else load_scorer(cfg.proxy),
+        proxy=([load_scorer(p, **trust_kwargs(args)) for p in cfg.proxy] if isinstance(cfg.proxy, list)
+               else load_scorer(cfg.proxy, **trust_kwargs(args))),
         reward=make_reward(cfg.reward, cfg.reward_params),
         prompts=prompt_source(cfg.prompts, seed=cfg.seed),
         out_dir=args.rl_out,

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from bayesrm.types import RewardPrediction
 
 from bayesrm.cli.options import add_config_options, add_dataclass_options, build_dataclass
+from bayesrm.cli.safety import add_trust_options, trust_kwargs
 
 
 @dataclass
@@ -39,6 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_config_options(p)
     add_dataclass_options(p, ScoreOptions, title="scoring")
     p.add_argument("--output", default=argparse.SUPPRESS, help="Deprecated spelling of --out.")
+    add_trust_options(p)
     p.set_defaults(run=run)
 
 
@@ -81,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     opts: ScoreOptions = build_dataclass(ScoreOptions, args)
     output = check_output_path(opts.out)
     records = read_scoring_records(opts.input, opts.prompt_field, opts.response_field)
-    scorer = load_scorer(opts.model)
+    scorer = load_scorer(opts.model, **trust_kwargs(args))
     pred = scorer.score([r[opts.prompt_field] for r in records], [r[opts.response_field] for r in records],
                         batch_size=opts.batch_size, progress=output is not None)
     lines = scored_lines(records, pred)

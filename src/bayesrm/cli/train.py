@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bayesrm.cli.common import add_data_options, data_options, load_split, save_data_options
 from bayesrm.cli.options import add_config_options, add_dataclass_options, build_dataclass
+from bayesrm.cli.safety import add_output_options
 from bayesrm.models.reward_model import RewardModelConfig
 from bayesrm.training.trainer import RewardTrainingConfig
 from bayesrm.uncertainty.base import EnsembleConfig
@@ -43,12 +44,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_data_options(p)
     add_dataclass_options(p, RewardModelConfig, title="reward model")
     add_dataclass_options(p, RewardTrainingConfig, only=TRAINING_OPTIONS, title="training")
+    add_output_options(p, resume_help="Continue the run in OUT from its last complete checkpoint (OUT/checkpoints; "
+                                      "needs --save-strategy steps or epoch), to the same weights as an uninterrupted run. "
+                                      "The settings must be the run's own. (`resume_from_checkpoint: DIR` in --config: from DIR.)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from bayesrm.config import to_mapping
     from bayesrm.evaluation.outputs import format_metrics, write_evaluation
+    from bayesrm.scenarios.stages import claim_run
     from bayesrm.uncertainty.factory import train_model
+
+    resume = resume_request(vars(args))
+    if "resume_from_checkpoint" in vars(args):
+        del args.resume_from_checkpoint  # handled here: Trainer.train() would ignore it
 
     opts: TrainOptions = build_dataclass(TrainOptions, args)
     out = Path(opts.out)
@@ -57,6 +67,14 @@ def run(args: argparse.Namespace) -> int:
     training = build_dataclass(RewardTrainingConfig, args, output_dir=str(out / "checkpoints"),
                                eval_strategy="epoch" if data.validation_fraction > 0 else "no")
     ensemble: EnsembleConfig = build_dataclass(EnsembleConfig, args, seed=training.seed)
+    trained = to_mapping(training, changed_only=True)
+    trained.pop("output_dir", None)
+    settings = {"method": opts.method, "model": to_mapping(rm_config), "data": to_mapping(data), "training": trained,
+                "ensemble": to_mapping(ensemble)}
+    resuming = claim_run(out, "train", settings, overwrite=getattr(args, "overwrite", False), resume=bool(resume),
+                         cleanup=[out / "model", out / "checkpoints", out / "metrics.json", out / "reliability.png"])
+    if resuming or isinstance(resume, str):
+        print(f"resuming from {resume if isinstance(resume, str) else 'the last complete checkpoint in ' + training.output_dir}")
     splits = load_split(data)
     if not splits["validation"]:
         training = dataclasses.replace(training, eval_strategy="no")
@@ -64,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = train_model(opts.method, rm_config, splits["train"], training, members=ensemble.members,
                         diversity=ensemble.diversity, top_layers=ensemble.top_layers, seed=ensemble.seed,
-                        bootstrap=ensemble.bootstrap, eval_pairs=splits["validation"] or None)
+                        bootstrap=ensemble.bootstrap, eval_pairs=splits["validation"] or None,
+                        resume=resume if isinstance(resume, str) else resuming)
     seconds = time.perf_counter() - start
     model.save_pretrained(out / "model")
     save_data_options(out / "model", data)
@@ -73,3 +92,15 @@ def run(args: argparse.Namespace) -> int:
         metrics = write_evaluation(model, splits["test"], out, opts.batch_size, f"{opts.method} on held-out pairs")
         print(f"held-out: {format_metrics(metrics)}")
     return 0
+
+
+def resume_request(values: dict) -> bool | str:
+    """--resume, or ``resume_from_checkpoint`` from --config (true = the last checkpoint, a string = that checkpoint)."""
+    value = values.get("resume_from_checkpoint")
+    if isinstance(value, str) and value.strip().lower() in {"true", "false", ""}:
+        value = value.strip().lower() == "true"
+    if value not in (None, False, True) and not isinstance(value, str):
+        raise ValueError(f"resume_from_checkpoint must be true, false or a checkpoint directory, got {value!r}")
+    if isinstance(value, str):
+        return value
+    return bool(values.get("resume", False) or value)

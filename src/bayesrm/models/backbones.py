@@ -47,6 +47,8 @@ def load_config(name: str, trust_remote_code: bool = False) -> PretrainedConfig:
     path = resolve_backbone(name)
     try:
         return AutoConfig.from_pretrained(path, local_files_only=_local_only(path), trust_remote_code=trust_remote_code)
+    except ValueError as err:  # e.g. a config asking for custom code while trust_remote_code is off
+        raise ValueError(f"backbone {name!r}: {err}") from err
     except OSError as err:
         raise BackboneNotFoundError(
             f"backbone {name!r}: not a local model directory nor a cached Hugging Face id ({err}). "
@@ -73,12 +75,16 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
 
 
 def load_backbone(name: str, trust_remote_code: bool = False) -> PreTrainedModel:
-    """The bare transformer (no LM or classification head), in float32."""
+    """The bare transformer (no LM or classification head), in float32, from safetensors weights only
+    (a backbone holding only pickle weights such as pytorch_model.bin is refused, never unpickled)."""
     path = resolve_backbone(name)
     config = load_config(name, trust_remote_code)
     try:
         return AutoModel.from_pretrained(
-            path, config=config, local_files_only=_local_only(path), trust_remote_code=trust_remote_code, dtype="float32"
+            path, config=config, local_files_only=_local_only(path), trust_remote_code=trust_remote_code,
+            dtype="float32", use_safetensors=True,
         )
     except OSError as err:
-        raise BackboneNotFoundError(f"backbone {name!r}: could not load weights ({err})") from err
+        raise BackboneNotFoundError(
+            f"backbone {name!r}: could not load safetensors weights ({err}); bayesrm never loads pickle weights"
+        ) from err

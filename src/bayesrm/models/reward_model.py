@@ -6,7 +6,7 @@ non-pad token for decoders and the mean (or CLS) for encoders.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,7 +16,7 @@ from torch import nn
 
 from bayesrm.data.encoding import PairEncoder
 from bayesrm.models import backbones
-from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bayesrm.models.checkpoint import CheckpointError, config_from_meta, load_checkpoint, save_checkpoint
 from bayesrm.models.scoring import score_rewards
 from bayesrm.types import Prompt, RewardPrediction
 
@@ -48,7 +48,8 @@ class RewardModelConfig:
     train_backbone: bool = False
     """Also train (and save) every backbone weight. Off: only LoRA and head are trained and saved."""
     trust_remote_code: bool = False
-    """Passed to transformers; off by default, never needed for the embedded models."""
+    """Passed to transformers when building a model; off by default, never needed for the embedded models.
+    Loading a saved model ignores the saved value: the caller of ``from_pretrained`` / ``load_scorer`` decides."""
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -57,12 +58,9 @@ class RewardModelConfig:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RewardModelConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown reward-model config fields: {sorted(unknown)}")
-        return cls(**data)
+    def from_dict(cls, data: dict[str, Any], where: str = "reward-model config") -> "RewardModelConfig":
+        """From a saved checkpoint's ``model`` section: unknown keys and wrong types are CheckpointErrors naming ``where``."""
+        return config_from_meta(cls, data, where)
 
 
 def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -76,6 +74,14 @@ def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
     positions = torch.arange(hidden.shape[1], device=hidden.device)
     last = (attention_mask * positions).argmax(dim=1)  # [B]
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def saved_model_config(meta: dict[str, Any], directory: str | Path, trust_remote_code: bool = False) -> RewardModelConfig:
+    """The ``model`` section of a checkpoint's config.json, typed, with the caller's ``trust_remote_code``."""
+    where = f"{Path(directory) / 'config.json'}: field 'model'"
+    if "model" not in meta:
+        raise CheckpointError(f"{where} missing")
+    return replace(RewardModelConfig.from_dict(meta["model"], where), trust_remote_code=trust_remote_code)
 
 
 class RewardModel(nn.Module):
@@ -175,18 +181,20 @@ class RewardModel(nn.Module):
         save_checkpoint(directory, self.KIND, {"model": asdict(self.config)}, self.saved_state_dict(), self.backbone_fingerprint())
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "RewardModel":
-        meta, tensors = load_checkpoint(directory, cls.KIND)
-        if not isinstance(meta.get("model"), dict):
-            raise CheckpointError(f"{Path(directory) / 'config.json'}: field 'model' missing or not an object")
-        model = cls.from_config(RewardModelConfig.from_dict(meta["model"]))
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu", *,
+        trust_remote_code: bool = False, allow_external_paths: bool = False,
+    ) -> "RewardModel":
+        """Reload a saved model. ``trust_remote_code`` is the caller's choice (the saved value is ignored):
+        with it off, a backbone that needs custom code fails to load instead of running that code."""
+        meta, tensors = load_checkpoint(directory, cls.KIND, allow_external_paths)
+        config = saved_model_config(meta, directory, trust_remote_code)
+        model = cls.from_config(config)
         model.load_saved_state(tensors, directory, meta.get("backbone_fingerprint"))
         return model.to(device)
 
     def load_saved_state(self, tensors: dict[str, torch.Tensor], source: str | Path, fingerprint: dict | None) -> None:
         """Load saved tensors, with a clear error for a checkpoint that does not fit this model."""
-        from bayesrm.models.checkpoint import CheckpointError
-
         expected = self.saved_state_dict()
         missing = sorted(set(expected) - set(tensors))
         unexpected = sorted(set(tensors) - set(expected))
@@ -205,7 +213,7 @@ class RewardModel(nn.Module):
             mine = self.backbone_fingerprint()
             if fingerprint != mine:
                 raise CheckpointError(
-                    f"{source}: saved against a different backbone ({fingerprint}), "
+                    f"{Path(source) / 'config.json'}: saved against a different backbone ({fingerprint}), "
                     f"but {self.config.backbone!r} loads as {mine}"
                 )
         self.load_state_dict(tensors, strict=False)

@@ -1,6 +1,8 @@
 """Run a best-of-n overoptimization scenario end to end, resumably.
 
-Stages (each writes its output under ``out_dir`` and is skipped when that output exists):
+Stages (each writes its output under ``out_dir`` and is skipped when that output exists and was
+made with the same settings: see bayesrm.scenarios.stages; changed settings stop the run unless
+``overwrite=True`` / ``--overwrite``, which redoes the changed stages and everything downstream):
 
 1. prompts      preference-data prompts and best-of-n prompts (disjoint)           prompts.json
 2. samples      policy samples for both (on-disk cache, resumes mid-way)           samples/
@@ -29,6 +31,7 @@ from bayesrm.config import to_mapping
 from bayesrm.data.schema import PreferencePair
 from bayesrm.fileio import atomic_write_text
 from bayesrm.scenarios.config import ProxyConfig, ScenarioConfig
+from bayesrm.scenarios.stages import StageRecords, fingerprint, judge_identity, safe_name
 from bayesrm.scenarios.summary import write_summary
 from bayesrm.types import RewardPrediction
 
@@ -36,10 +39,13 @@ from bayesrm.types import RewardPrediction
 class BoNRunner:
     """Runs one scenario into ``out_dir``; every stage resumes from what is already there."""
 
-    def __init__(self, config: ScenarioConfig, out_dir: str | Path, progress: bool = True, cache_dir: str | Path | None = None):
+    def __init__(self, config: ScenarioConfig, out_dir: str | Path, progress: bool = True, cache_dir: str | Path | None = None,
+                 overwrite: bool = False):
         self.config = config
+        for spec in config.proxies:  # proxy names become file names under out_dir: nothing may escape it
+            safe_name(spec.name, f"scenario {config.name!r}: proxy name")
         self.out = Path(out_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.stages = StageRecords(self.out, overwrite=overwrite)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "samples"
         self.progress = progress
         self.timings: dict[str, float] = {}
@@ -73,10 +79,11 @@ class BoNRunner:
         path = self.out / "prompts.json"
         c = self.config
         need = c.preferences.prompts + c.bon.prompts
-        if path.exists():
+        settings = {"prompts": to_mapping(c.prompts), "preference_prompts": c.preferences.prompts, "bon_prompts": c.bon.prompts}
+        _, fresh = self.stages.fresh("prompts", settings, [], [path])
+        if fresh:
             saved = json.loads(path.read_text())
-            if len(saved["train"]) == c.preferences.prompts and len(saved["bon"]) == c.bon.prompts:
-                return saved["train"], saved["bon"]
+            return saved["train"], saved["bon"]
         with self.stage("prompts"):
             if c.prompts.source == "chitchat":
                 from bayesrm.data.prompts import chitchat_prompts
@@ -123,8 +130,12 @@ class BoNRunner:
 
         c = self.config
         path = self.out / f"pairs{tag}.jsonl"
-        if not path.exists():
-            train_prompts, _ = self.prompts()
+        train_prompts, _ = self.prompts()
+        settings = {"policy": c.policy, "sampling": to_mapping(c.sampling), "samples_per_prompt": c.preferences.samples_per_prompt,
+                    "label_temperature": c.preferences.label_temperature, "label_noise": c.preferences.label_noise,
+                    "seed": c.seed, "gold": judge_identity(gold_judge), "sign": sign}
+        _, fresh = self.stages.fresh(f"pairs{tag}", settings, [self.stages.fingerprint_of("prompts")], [path])
+        if not fresh:
             samples = self.samples(train_prompts, c.preferences.samples_per_prompt, "preference data")
             with self.stage("label pairs"):
                 flat_p = [p for p, row in zip(train_prompts, samples) for _ in row]
@@ -147,18 +158,29 @@ class BoNRunner:
         """A trained (or loaded) proxy scorer, evaluated on the validation pairs."""
         from bayesrm.registry import load_scorer
 
+        c = self.config
         directory = self.out / "proxies" / f"{spec.name}{tag}"
-        if (directory / "model" / "config.json").exists():
-            return load_scorer(directory / "model")
-        with self.stage(f"train proxy {spec.name}{tag}"):
-            scorer = self._train_proxy(spec, train, tag)
-            scorer.save_pretrained(directory / "model")
-            if valid:
-                from bayesrm.evaluation.outputs import write_evaluation
+        upstream = [self.stages.fingerprint_of(f"pairs{tag}")]
+        if spec.method == "laplace":  # fitted on its base proxy: depends on that stage too
+            base_spec = next(p for p in c.proxies if p.name == spec.base)
+            self.proxy(base_spec, train, [], tag)
+            upstream.append(self.stages.fingerprint_of(f"proxy {base_spec.name}{tag}"))
+        settings = {"proxy": to_mapping(spec), "model": to_mapping(c.model), "training": to_mapping(c.training, changed_only=True),
+                    "seed": c.seed, "validation_fraction": c.preferences.validation_fraction, "max_pairs": c.preferences.max_pairs}
+        _, fresh = self.stages.fresh(f"proxy {spec.name}{tag}", settings, upstream, [directory / "model" / "config.json"],
+                                     cleanup=[directory])
+        if fresh:
+            scorer = load_scorer(directory / "model")
+        else:
+            with self.stage(f"train proxy {spec.name}{tag}"):
+                scorer = self._train_proxy(spec, train, tag)
+                scorer.save_pretrained(directory / "model")
+        if valid and not (directory / "metrics.json").exists():
+            from bayesrm.evaluation.outputs import write_evaluation
 
-                metrics = write_evaluation(scorer, valid, directory, batch_size=64, title=f"proxy {spec.name}: validation pairs",
-                                           progress=self.progress)
-                self.log(f"{spec.name}{tag}: validation accuracy {metrics['accuracy']:.3f}, ECE {metrics['ece']:.3f}")
+            metrics = write_evaluation(scorer, valid, directory, batch_size=64, title=f"proxy {spec.name}: validation pairs",
+                                       progress=self.progress)
+            self.log(f"{spec.name}{tag}: validation accuracy {metrics['accuracy']:.3f}, ECE {metrics['ece']:.3f}")
         return scorer
 
     def _train_proxy(self, spec: ProxyConfig, train: list[PreferencePair], tag: str) -> Any:
@@ -169,7 +191,7 @@ class BoNRunner:
             from bayesrm.uncertainty.laplace.posterior import LaplaceLoRA
 
             base_spec = next(p for p in c.proxies if p.name == spec.base)
-            base = self.proxy(base_spec, train, [], tag)
+            base = self.proxy(base_spec, train, [], tag)  # already done (see proxy()): loaded from disk
             laplace = LaplaceLoRA(base, **dataclasses.asdict(spec.laplace))
             laplace.fit(train, progress=self.progress)
             if spec.fit_prior:
@@ -190,9 +212,14 @@ class BoNRunner:
         ids = [str(i) for i, row in enumerate(samples) for _ in row]
         return ids, [p for p, row in zip(bon_prompts, samples) for _ in row], [r for row in samples for r in row]
 
-    def scores(self, name: str, scorer: Any) -> RewardPrediction:
+    def scores(self, name: str, scorer: Any, source: str) -> RewardPrediction:
+        """Scores of the best-of-n samples by ``scorer``, whose stage fingerprint is ``source``."""
+        c = self.config
         path = self.out / "scores" / f"{name}.safetensors"
-        if path.exists():
+        self.prompts()
+        settings = {"policy": c.policy, "sampling": to_mapping(c.sampling), "n_samples": c.bon.n_samples, "scorer": name}
+        _, fresh = self.stages.fresh(f"scores {name}", settings, [self.stages.fingerprint_of("prompts"), source], [path])
+        if fresh:
             return RewardPrediction.load(path)
         _, prompts, responses = self.bon_samples()
         with self.stage(f"score {name}"):
@@ -235,7 +262,7 @@ class BoNRunner:
         train, valid = self.pairs(gold_judge)
         self.log(f"{len(train)} training / {len(valid)} validation preference pairs")
         prompt_ids, prompts, responses = self.bon_samples()
-        gold = self.scores("gold", gold_judge)
+        gold = self.scores("gold", gold_judge, fingerprint({"gold": judge_identity(gold_judge)}))
         all_curves: dict[str, dict[str, Any]] = {}
         proxy_metrics: dict[str, dict[str, float]] = {}
         preds: dict[str, RewardPrediction] = {}
@@ -244,7 +271,7 @@ class BoNRunner:
             metrics_path = self.out / "proxies" / spec.name / "metrics.json"
             if metrics_path.exists():
                 proxy_metrics[spec.name] = json.loads(metrics_path.read_text())
-            pred = preds[spec.name] = self.scores(spec.name, scorer)
+            pred = preds[spec.name] = self.scores(spec.name, scorer, self.stages.fingerprint_of(f"proxy {spec.name}"))
             with self.stage("curves"):
                 all_curves[spec.name] = self.curves(gold, pred, prompt_ids)
                 make_bon_report(self.out / "bon" / spec.name, all_curves[spec.name], self.settings(), self.timings,
@@ -294,8 +321,9 @@ class BoNRunner:
         train2, valid2 = self.pairs(judge2, sign=tp.sign, tag="_prop2")
         rm1 = self.proxy(map_spec, train1, valid1)
         rm2 = self.proxy(map_spec, train2, valid2, tag="_prop2")
-        gold2 = RewardPrediction.point(tp.sign * self.scores("gold_prop2", judge2).mean)
-        r1, r2 = self.scores(map_spec.name, rm1), self.scores(f"{map_spec.name}_prop2", rm2)
+        gold2 = RewardPrediction.point(tp.sign * self.scores("gold_prop2", judge2, fingerprint({"gold": judge_identity(judge2)})).mean)
+        r1 = self.scores(map_spec.name, rm1, self.stages.fingerprint_of(f"proxy {map_spec.name}"))
+        r2 = self.scores(f"{map_spec.name}_prop2", rm2, self.stages.fingerprint_of(f"proxy {map_spec.name}_prop2"))
         both = satisfies_all([gold1.mean.view(P, N), gold2.mean.view(P, N)], tp.thresholds)
         selections = {"sum of raw rewards": r1.mean + r2.mean}
         transformed = []

@@ -30,6 +30,7 @@ def run_scenario(
     seeds: Sequence[int] | None = None,
     progress: bool = True,
     cache_dir: str | Path | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Run the scenario for each seed (default: its own) and pool them; returns the report paths."""
     from bayesrm.scenarios.bon import BoNRunner
@@ -38,7 +39,8 @@ def run_scenario(
     reports, seed_dirs = [], {}
     for seed in seeds or [config.seed]:
         target = out / f"seed{seed}" if seeds else out
-        runner = BoNRunner(config.with_seed(seed), target, progress=progress, cache_dir=cache_dir or out / "samples")
+        runner = BoNRunner(config.with_seed(seed), target, progress=progress, cache_dir=cache_dir or out / "samples",
+                           overwrite=overwrite)
         reports.append(runner.run())
         seed_dirs[seed] = target
     if len(seed_dirs) > 1:
@@ -96,7 +98,7 @@ def write_summary(
     lines += ["", "## Settings", "", "```json", json.dumps(scenario_settings(c), indent=1), "```", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
-    (out / "timings.json").write_text(json.dumps(timings, indent=1))
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=1))
     from bayesrm.evaluation.report import save_curves
 
     save_curves(out / "curves.json", flat)

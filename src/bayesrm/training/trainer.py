@@ -9,6 +9,7 @@ gradient accumulation, logging and multi-process training (DDP via ``torchrun`` 
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from bayesrm.data.collator import PreferenceCollator, PreferenceDataset
 from bayesrm.data.schema import PreferencePair
 from bayesrm.training.distributed import init_distributed_cpu
 from bayesrm.training.losses import TARGETS, bradley_terry_loss
+from bayesrm.training.state import load_optimizer_state, load_rng_state, save_optimizer_state, save_rng_state
 
 
 @dataclass
@@ -60,6 +62,24 @@ LOG_NAME = "train_log.jsonl"
 POSTFIX = ("loss", "accuracy", "eval_loss", "eval_accuracy")
 
 
+def cut_log(path: Path, step: int) -> None:
+    """On (re)start at ``step``: drop records of later steps (they are redone) and a torn last line, atomically."""
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")[:-1]  # the part after the last newline is empty or a torn write
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                kept.append(line + "\n")
+        except (ValueError, AttributeError):
+            continue
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 class QuietProgress(TrainerCallback):
     """One progress bar with loss and accuracy in its postfix; the full log records go to OUTPUT_DIR/train_log.jsonl.
 
@@ -71,6 +91,8 @@ class QuietProgress(TrainerCallback):
         self.shown: dict[str, str] = {}
 
     def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            cut_log(Path(args.output_dir) / LOG_NAME, state.global_step)
         if state.is_world_process_zero and not args.disable_tqdm:
             self.bar = tqdm(total=state.max_steps, desc="training", unit="step", dynamic_ncols=True, leave=False)
 
@@ -158,6 +180,31 @@ class RewardTrainer(Trainer):
         result = core.load_state_dict(tensors, strict=False)
         if result.unexpected_keys:
             raise CheckpointError(f"{resume_from_checkpoint}: weights the model does not have: {result.unexpected_keys[:3]}")
+
+    # ---- resumable state in safetensors + JSON (Trainer's own uses torch.save / torch.load) -------
+    def _plain(self) -> bool:
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled)
+
+    def _rank(self) -> int | None:
+        return self.args.process_index if self.args.world_size > 1 else None
+
+    def _save_optimizer_and_scheduler(self, output_dir: str) -> None:
+        if not self._plain():
+            return super()._save_optimizer_and_scheduler(output_dir)
+        if self.args.should_save:
+            save_optimizer_state(output_dir, self.optimizer, self.lr_scheduler)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        if checkpoint is None or not self._plain():
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        load_optimizer_state(checkpoint, self.optimizer, self.lr_scheduler)
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        save_rng_state(output_dir, self._rank())
+
+    def _load_rng_state(self, checkpoint: str | None) -> None:
+        if checkpoint is not None:
+            load_rng_state(checkpoint, self._rank())
 
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
         """Save in bayesrm's own format (config.json + model.safetensors of the trained weights)."""

@@ -10,15 +10,15 @@ so ``std`` is UP-RLHF's uncertainty u(y|x) (eq. 13), which also divides by K, no
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from bayesrm.data.encoding import PairEncoder
-from bayesrm.models.checkpoint import CheckpointError
-from bayesrm.models.reward_model import RewardModelConfig
+from bayesrm.models.checkpoint import CheckpointError, config_from_meta
+from bayesrm.models.reward_model import RewardModelConfig, saved_model_config
 from bayesrm.models.scoring import score_rewards
 from bayesrm.types import Prompt, RewardPrediction
 
@@ -51,11 +51,8 @@ class EnsembleConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "ensemble config") -> "EnsembleConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise CheckpointError(f"{source}: unknown ensemble fields {sorted(unknown)}")
-        return cls(**data)
+        """From a checkpoint's ``ensemble`` section; unknown keys and wrong types are CheckpointErrors."""
+        return config_from_meta(cls, data, source)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,17 +113,14 @@ def ensemble_meta(model_config: RewardModelConfig, ensemble: EnsembleConfig, **e
     return {"model": asdict(model_config), "ensemble": ensemble.to_dict(), **extra}
 
 
-def parse_ensemble_meta(meta: dict[str, Any], source: str | Path) -> tuple[RewardModelConfig, EnsembleConfig]:
-    """Inverse of :func:`ensemble_meta`, with errors naming the file and field."""
+def parse_ensemble_meta(
+    meta: dict[str, Any], source: str | Path, trust_remote_code: bool = False
+) -> tuple[RewardModelConfig, EnsembleConfig]:
+    """Inverse of :func:`ensemble_meta`, with errors naming the file and field; ``trust_remote_code`` is the caller's."""
     where = f"{Path(source) / 'config.json'}"
     for key in ("model", "ensemble"):
         if not isinstance(meta.get(key), dict):
             raise CheckpointError(f"{where}: field {key!r} missing or not an object")
-    try:
-        model_config = RewardModelConfig.from_dict(meta["model"])
-        ensemble = EnsembleConfig.from_dict(meta["ensemble"], where)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"{where}: invalid config ({err})") from err
+    model_config = saved_model_config(meta, source, trust_remote_code)
+    ensemble = EnsembleConfig.from_dict(meta["ensemble"], f"{where}: field 'ensemble'")
     return model_config, ensemble

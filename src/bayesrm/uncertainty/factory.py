@@ -20,6 +20,7 @@ from torch import nn
 
 from bayesrm.data.schema import PreferencePair
 from bayesrm.models.reward_model import RewardModel, RewardModelConfig
+from bayesrm.training.state import last_complete_checkpoint
 from bayesrm.training.trainer import RewardTrainingConfig, train_reward_model
 from bayesrm.uncertainty.base import EnsembleConfig
 from bayesrm.uncertainty.heads import HeadEnsemble
@@ -85,21 +86,37 @@ def train_model(
     seed: int = 0,
     bootstrap: bool = False,
     eval_pairs: Sequence[PreferencePair] | None = None,
+    resume: bool | str = False,
 ) -> nn.Module:
-    """Build and train a model of the given kind; returns the trained model (not saved)."""
+    """Build and train a model of the given kind; returns the trained model (not saved).
+
+    ``resume=True`` continues every sub-run (ensemble member, training stage) from the last complete
+    checkpoint under its output directory (none: from the start), to the same weights as an
+    uninterrupted run; a path resumes a single-run method from that checkpoint.
+    """
     _check(method, diversity, top_layers)
+    if isinstance(resume, str) and method in ("two-stage", "independent"):
+        raise ValueError(f"resume_from_checkpoint names one checkpoint, but method {method!r} trains several runs: resume with --resume")
     if method == "two-stage":
         ensemble = EnsembleConfig(members=members, top_layers=top_layers, diversity=diversity, bootstrap=bootstrap, seed=seed)
-        return two_stage_lora_ensemble(rm_config, train_pairs, training_config, ensemble, eval_pairs)
+        return two_stage_lora_ensemble(rm_config, train_pairs, training_config, ensemble, eval_pairs, bool(resume))
     model = build_model(method, rm_config, members, diversity, top_layers, seed, bootstrap)
     if isinstance(model, IndependentEnsemble):
         counts = model.member_weights(torch.arange(len(train_pairs)))  # [K, N] or None
         for k, member in enumerate(model.models):
             pairs = _resample(train_pairs, counts[k]) if counts is not None else train_pairs
-            train_reward_model(member, pairs, _derive(training_config, f"member_{k}", k), eval_pairs)
+            member_config = _derive(training_config, f"member_{k}", k)
+            train_reward_model(member, pairs, member_config, eval_pairs, _resume_point(member_config, resume))
         return model
-    train_reward_model(model, train_pairs, training_config, eval_pairs)
+    train_reward_model(model, train_pairs, training_config, eval_pairs, _resume_point(training_config, resume))
     return model
+
+
+def _resume_point(config: RewardTrainingConfig, resume: bool | str) -> str | None:
+    """The checkpoint a (sub-)run continues from: a given path, the last complete one, or None."""
+    if isinstance(resume, str):
+        return resume
+    return last_complete_checkpoint(config.output_dir) if resume else None
 
 
 def two_stage_lora_ensemble(
@@ -108,6 +125,7 @@ def two_stage_lora_ensemble(
     training_config: RewardTrainingConfig,
     ensemble: EnsembleConfig,
     eval_pairs: Sequence[PreferencePair] | None = None,
+    resume: bool = False,
 ) -> LoRAEnsemble:
     """Two-stage LoRA ensemble (Zhang et al. 2024, efficient reward-model ensembles).
 
@@ -116,9 +134,10 @@ def two_stage_lora_ensemble(
     from stage 1's) on the merged backbone. The stage-1 LoRA is saved with the ensemble.
     """
     stage1 = HeadEnsemble.from_config(rm_config, dataclasses.replace(ensemble, top_layers=None, diversity=0.0))
-    train_reward_model(stage1, train_pairs, _derive(training_config, "stage1"), eval_pairs)
+    config1, config2 = _derive(training_config, "stage1"), _derive(training_config, "stage2")
+    train_reward_model(stage1, train_pairs, config1, eval_pairs, _resume_point(config1, resume))
     model = LoRAEnsemble.from_config(rm_config, ensemble, base_lora=stage1.shared_lora())
     model.heads.load_state_dict(stage1.heads.state_dict())
     del stage1
-    train_reward_model(model, train_pairs, _derive(training_config, "stage2"), eval_pairs)
+    train_reward_model(model, train_pairs, config2, eval_pairs, _resume_point(config2, resume))
     return model

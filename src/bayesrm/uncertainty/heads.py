@@ -123,9 +123,12 @@ class HeadEnsemble(SharedBodyEnsemble, nn.Module):
         )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "HeadEnsemble":
-        meta, tensors = load_checkpoint(directory, cls.KIND)
-        config, ensemble = parse_ensemble_meta(meta, directory)
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu", *,
+        trust_remote_code: bool = False, allow_external_paths: bool = False,
+    ) -> "HeadEnsemble":
+        meta, tensors = load_checkpoint(directory, cls.KIND, allow_external_paths)
+        config, ensemble = parse_ensemble_meta(meta, directory, trust_remote_code)
         model = cls.from_config(config, ensemble)
         model.body.load_saved_state(tensors, directory, meta.get("backbone_fingerprint"))
         return model.to(device)

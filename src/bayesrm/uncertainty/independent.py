@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bayesrm.models.checkpoint import CheckpointError, confined_path, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel, RewardModelConfig
 from bayesrm.uncertainty.base import EnsembleConfig, EnsembleScorer, ensemble_meta, parse_ensemble_meta
 
@@ -70,17 +70,25 @@ class IndependentEnsemble(EnsembleScorer, nn.Module):
     def save_pretrained(self, directory: str | Path) -> None:
         """config.json (+ an empty weights file) and one reward-model checkpoint per member in member_<k>/."""
         meta = ensemble_meta(self.config, self.ensemble, member_dirs=[member_dir("", k).name for k in range(len(self.models))])
-        save_checkpoint(directory, self.KIND, meta, {})
-        for k, model in enumerate(self.models):
-            model.save_pretrained(member_dir(directory, k))
+        def members(staging: Path) -> None:
+            for k, model in enumerate(self.models):
+                model.save_pretrained(member_dir(staging, k))
+
+        save_checkpoint(directory, self.KIND, meta, {}, extra=members)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "IndependentEnsemble":
-        meta, _ = load_checkpoint(directory, cls.KIND)
-        config, ensemble = parse_ensemble_meta(meta, directory)
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu", *,
+        trust_remote_code: bool = False, allow_external_paths: bool = False,
+    ) -> "IndependentEnsemble":
+        meta, _ = load_checkpoint(directory, cls.KIND, allow_external_paths)
+        config, ensemble = parse_ensemble_meta(meta, directory, trust_remote_code)
         members = []
         for k in range(ensemble.members):
-            model = RewardModel.from_pretrained(member_dir(directory, k), device)
+            where = f"{Path(directory) / 'config.json'}: member {k}"
+            path = confined_path(directory, member_dir("", k).name, where, allow_external_paths)
+            model = RewardModel.from_pretrained(path, device, trust_remote_code=trust_remote_code,
+                                                allow_external_paths=allow_external_paths)
             if asdict(model.config) != asdict(config):
                 raise CheckpointError(f"{member_dir(directory, k)}: member config differs from {directory}/config.json")
             members.append(model)

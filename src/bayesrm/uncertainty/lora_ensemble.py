@@ -296,9 +296,12 @@ class LoRAEnsemble(SharedBodyEnsemble, nn.Module):
         )
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "LoRAEnsemble":
-        meta, tensors = load_checkpoint(directory, cls.KIND)
-        config, ensemble = parse_ensemble_meta(meta, directory)
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu", *,
+        trust_remote_code: bool = False, allow_external_paths: bool = False,
+    ) -> "LoRAEnsemble":
+        meta, tensors = load_checkpoint(directory, cls.KIND, allow_external_paths)
+        config, ensemble = parse_ensemble_meta(meta, directory, trust_remote_code)
         base_lora: BaseLoRA = {}
         for key in [k for k in tensors if k.startswith("base_lora.")]:
             path, _, field = key.removeprefix("base_lora.").rpartition(".")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import math
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,18 @@ class JsonlLog:
     def append(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
 
     def read(self) -> list[dict[str, Any]]:
+        """The records; a last line cut short by a crash (no newline yet) is dropped, it is redone on resume."""
         if not self.path.is_file():
             return []
         out = []
-        for lineno, line in enumerate(self.path.read_text().split("\n"), 1):
+        text = self.path.read_text()
+        if text and not text.endswith("\n"):
+            text = text[: text.rfind("\n") + 1]
+        for lineno, line in enumerate(text.split("\n"), 1):
             if line.strip():
                 try:
                     out.append(json.loads(line))
@@ -34,7 +41,9 @@ class JsonlLog:
     def truncate_after(self, step: int) -> None:
         """Drop records with step > ``step`` (on resume, steps after the checkpoint are redone)."""
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        self.path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+        os.replace(tmp, self.path)  # atomic: a crash here leaves the old log or the cut one, never half
 
 
 def plot_run(records: list[dict[str, Any]], out_dir: str | Path, kl_key: str = "kl_k3") -> list[Path]:

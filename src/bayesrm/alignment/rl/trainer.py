@@ -27,6 +27,9 @@ from bayesrm.alignment.rl.tracking import JsonlLog, plot_run
 from bayesrm.models.checkpoint import read_meta
 from bayesrm.types import Prompt, RewardScorer
 
+RESUMABLE_CHANGES = {"steps", "save_every"}
+"""RLConfig fields a resumed run may change (how long it runs, how often it saves); any other change is refused."""
+
 CHECKPOINT_DIR = "checkpoint"
 LOG_NAME = "log.jsonl"
 SAMPLES_NAME = "samples.jsonl"
@@ -196,19 +199,31 @@ class RLTrainer:
     def resume(self, directory: str | Path | None = None) -> int:
         """Restore the last checkpoint; the log is cut back to it. Returns the step reached."""
         directory = Path(directory) if directory is not None else self.out_dir / CHECKPOINT_DIR
-        saved_algo = read_meta(directory).get("config", {}).get("algo")
-        if saved_algo != self.cfg.algo:
-            raise ValueError(f"{directory}: checkpoint is of algo {saved_algo!r}, this run is {self.cfg.algo!r}")
+        if not directory.exists() and not self.step:  # killed before its first checkpoint: start over
+            self._truncate_logs(0)
+            return 0
+        saved = read_meta(directory).get("config", {})
+        if saved.get("algo") != self.cfg.algo:
+            raise ValueError(f"{directory}: checkpoint is of algo {saved.get('algo')!r}, this run is {self.cfg.algo!r}")
+        now = self.cfg.to_dict()
+        changed = sorted(k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+        if changed:  # a resumed run must be the run it continues: only its length may change
+            raise ValueError(f"{directory}: the run was made with other settings (changed: {', '.join(changed)}); "
+                             "it cannot be resumed with these. Use the run's own settings, or a new --out")
         meta, reward_tensors = load_state(directory, self.policy, self.optimizer)
         load_reward_state(self.reward, reward_tensors, meta.get("reward_state", {}))
         self.step = int(meta["step"])
-        self.log.truncate_after(self.step)
+        self._truncate_logs(self.step)
         for record in self.log.read():  # the monitor's state is a function of the log: replay it
             self.monitor.update(record)
-        self.samples_log.truncate_after(self.step)
-        if self.reference is not None and self.reference.log is not None:
-            self.reference.log.truncate_after(self.step)
         return self.step
+
+    def _truncate_logs(self, step: int) -> None:
+        """Drop logged steps after ``step`` (they are redone)."""
+        self.log.truncate_after(step)
+        self.samples_log.truncate_after(step)
+        if self.reference is not None and self.reference.log is not None:
+            self.reference.log.truncate_after(step)
 
 
 def _format(record: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bayesrm.models.checkpoint import CheckpointError, confined_path, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel
 from bayesrm.types import Prompt, RewardPrediction
 from bayesrm.uncertainty.laplace.posterior import LaplaceLoRA, PairData
@@ -72,14 +72,22 @@ class LaplaceEnsemble:
     def save_pretrained(self, directory: str | Path) -> None:
         """config.json (+ member prior precisions) and one posterior per ``member_{k}/``."""
         lams = torch.tensor([la.prior_precision for la in self.posteriors], dtype=torch.float64)
-        save_checkpoint(directory, self.KIND, {"members": len(self)}, {"prior_precision": lams})
-        for k, la in enumerate(self.posteriors):
-            la.save_pretrained(Path(directory) / f"member_{k}")
+        def members(staging: Path) -> None:
+            for k, la in enumerate(self.posteriors):
+                la.save_pretrained(staging / f"member_{k}")
+
+        save_checkpoint(directory, self.KIND, {"members": len(self)}, {"prior_precision": lams}, extra=members)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "LaplaceEnsemble":
-        meta, _ = load_checkpoint(directory, cls.KIND)
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu", *,
+        trust_remote_code: bool = False, allow_external_paths: bool = False,
+    ) -> "LaplaceEnsemble":
+        meta, _ = load_checkpoint(directory, cls.KIND, allow_external_paths)
         k = meta.get("members")
         if not isinstance(k, int) or k < 1:
             raise CheckpointError(f"{directory}/config.json: field 'members' must be a positive integer, got {k!r}")
-        return cls([LaplaceLoRA.from_pretrained(Path(directory) / f"member_{i}", device=device) for i in range(k)])
+        where = f"{Path(directory) / 'config.json'}: members"
+        return cls([LaplaceLoRA.from_pretrained(confined_path(directory, f"member_{i}", where, allow_external_paths), device=device,
+                                                trust_remote_code=trust_remote_code, allow_external_paths=allow_external_paths)
+                    for i in range(k)])

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from bayesrm.data.collator import PreferenceCollator, PreferenceDataset
 from bayesrm.data.schema import PreferencePair
-from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bayesrm.models.checkpoint import CheckpointError, config_from_meta, confined_path, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel
 from bayesrm.types import Prompt, RewardPrediction
 from bayesrm.uncertainty.laplace.evidence import log_marginal_likelihood, maximize_log_evidence
@@ -284,17 +284,20 @@ class LaplaceLoRA:
             "n_data": self.n_data,
             "reward_model": MODEL_SUBDIR,
         }
-        save_checkpoint(directory, self.KIND, meta, tensors, self.model.backbone_fingerprint())
-        self.model.save_pretrained(Path(directory) / MODEL_SUBDIR)
+        save_checkpoint(directory, self.KIND, meta, tensors, self.model.backbone_fingerprint(),
+                        extra=lambda staging: self.model.save_pretrained(staging / MODEL_SUBDIR))
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "LaplaceLoRA":
-        meta, tensors = load_checkpoint(directory, cls.KIND)
-        model = RewardModel.from_pretrained(Path(directory) / meta.get("reward_model", MODEL_SUBDIR), device=device)
-        try:
-            config = LaplaceConfig(**meta["laplace"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{directory}: invalid 'laplace' config ({err})") from err
+    def from_pretrained(
+        cls, directory: str | Path, device: str | torch.device = "cpu", *,
+        trust_remote_code: bool = False, allow_external_paths: bool = False,
+    ) -> "LaplaceLoRA":
+        meta, tensors = load_checkpoint(directory, cls.KIND, allow_external_paths)
+        config = config_from_meta(LaplaceConfig, meta.get("laplace"), f"{Path(directory) / 'config.json'}: field 'laplace'")
+        where = f"{Path(directory) / 'config.json'}: field 'reward_model'"
+        model_dir = confined_path(directory, meta.get("reward_model", MODEL_SUBDIR), where, allow_external_paths)
+        model = RewardModel.from_pretrained(model_dir, device=device, trust_remote_code=trust_remote_code,
+                                            allow_external_paths=allow_external_paths)
         la = cls(model, **asdict(config))
         dtype = model.head.weight.dtype
         try:
@@ -309,5 +312,12 @@ class LaplaceLoRA:
                 la.curvature[block.name] = KroneckerBlock(G=sides["G"], A=sides["A"])
         except KeyError as err:
             raise CheckpointError(f"{directory}: factors of the posterior are missing {err}") from err
-        la.log_likelihood, la.n_data = float(meta.get("log_likelihood", float("nan"))), int(meta.get("n_data", 0))
+        except (TypeError, ValueError, RuntimeError) as err:
+            if isinstance(err, CheckpointError):
+                raise
+            raise CheckpointError(f"{Path(directory) / 'config.json'}: field 'factors' is malformed ({err})") from err
+        try:
+            la.log_likelihood, la.n_data = float(meta.get("log_likelihood", float("nan"))), int(meta.get("n_data", 0))
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(f"{Path(directory) / 'config.json'}: fields 'log_likelihood' / 'n_data' must be numbers ({err})") from err
         return la

@@ -1,0 +1,154 @@
+"""Stage fingerprints: `bayesrm bon` never reuses an output made with other settings, and writes nothing outside --out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bayesrm.scenarios.stages import StageRecords, StaleOutputError, changed_keys, fingerprint, safe_name
+
+
+def test_fingerprint_depends_on_settings_and_upstream_only():
+    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
+    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    assert fingerprint({"a": 1}, ["x"]) != fingerprint({"a": 1}, ["y"])
+    assert changed_keys({"t": {"lr": 1, "n": 2}, "s": 0}, {"t": {"lr": 3, "n": 2}, "s": 0, "new": 1}) == ["new", "t.lr"]
+
+
+def test_records_refuse_or_redo_changed_stages(tmp_path):
+    out = tmp_path / "run"
+    records = StageRecords(out)
+    result = out / "a.txt"
+    fp, fresh = records.fresh("a", {"lr": 1}, [], [result])
+    assert not fresh
+    result.write_text("made with lr=1")
+    assert StageRecords(out).fresh("a", {"lr": 1}, [], [result]) == (fp, True)
+    with pytest.raises(StaleOutputError, match=r"stage 'a' was made with other settings: changed lr.*--overwrite"):
+        StageRecords(out).fresh("a", {"lr": 2}, [], [result])
+    assert result.read_text() == "made with lr=1"
+    with pytest.raises(StaleOutputError, match="depends on a stage that changed"):
+        StageRecords(out).fresh("a", {"lr": 1}, ["upstream changed"], [result])
+    fp2, fresh = StageRecords(out, overwrite=True).fresh("a", {"lr": 2}, [], [result])
+    assert not fresh and fp2 != fp and not result.exists()  # the stale output is gone before it is redone
+    # a record without its output (a crash mid-stage) is redone without complaint
+    assert StageRecords(out).fresh("a", {"lr": 2}, [], [result]) == (fp2, False)
+
+
+def test_foreign_or_legacy_directories_are_refused(tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    with pytest.raises(StaleOutputError, match=r"not empty and holds no stages.json"):
+        StageRecords(tmp_path / "mine")
+    StageRecords(tmp_path / "mine", overwrite=True)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "x"  # --overwrite deletes nothing it did not make
+
+
+@pytest.mark.parametrize("name", ["../../escaped_proxy", "a/b", "..", ".hidden", "", "x\0y", "tab\there", "C:\\x"])
+def test_unsafe_names_are_refused(name):
+    with pytest.raises(ValueError, match="cannot be used as a file name"):
+        safe_name(name, "proxy name")
+
+
+@pytest.mark.parametrize("name", ["map", "ens-5", "lap_0.1", "Ünïcode"])
+def test_plain_names_pass(name):
+    assert safe_name(name, "proxy name") == name
+
+
+# ---- a tiny scenario end to end -------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_lm_dir(tmp_path_factory, tiny_tokenizer_dir):
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.eos_token = "</s>"
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                      intermediate_size=32, max_position_embeddings=64, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    d = tmp_path_factory.mktemp("tiny_lm")
+    LlamaForCausalLM(cfg).save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+def tiny_scenario(tmp_path, lm_dir, bert_dir, **changes):
+    from bayesrm.scenarios.config import load_scenario
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(f"what do you think of w{i}" for i in range(10)) + "\n")
+    data = {
+        "name": "tiny", "policy": str(lm_dir), "gold": "vader", "prompts": {"source": str(prompts)},
+        "sampling": {"max_new_tokens": 4, "batch_size": 16},
+        "preferences": {"prompts": 6, "samples_per_prompt": 3, "validation_fraction": 0.34},
+        "model": {"backbone": str(bert_dir), "lora_r": 2, "max_length": 20},
+        "training": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3},
+        "proxies": [{"name": "map", "method": "map"}],
+        "bon": {"prompts": 3, "n_samples": 4, "n_boot": 20, "rewards": ["mean"]},
+    }
+    for dotted, value in changes.items():
+        section, _, key = dotted.partition("__")
+        if key:
+            data[section][key] = value
+        else:
+            data[section] = value
+    path = tmp_path / "scenario.yaml"
+    path.write_text(json.dumps(data))
+    return load_scenario(str(path))
+
+
+def test_bon_rerun_with_changed_settings_is_refused_or_redone(tmp_path, tiny_lm_dir, tiny_bert_dir):
+    """Regression: a rerun after editing training / label settings used to reuse every stale stage silently."""
+    from bayesrm.scenarios.bon import BoNRunner
+    from bayesrm.types import RewardPrediction
+
+    out = tmp_path / "out"
+    BoNRunner(tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir), out, progress=False).run()
+    first_scores = RewardPrediction.load(out / "scores" / "map.safetensors").mean
+    first_pairs = (out / "pairs.jsonl").read_text()
+
+    changed = tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir, training__learning_rate=0.5)
+    with pytest.raises(StaleOutputError, match=r"stage 'proxy map' was made with other settings: changed training.learning_rate"):
+        BoNRunner(changed, out, progress=False).run()
+    redo = BoNRunner(changed, out, progress=False, overwrite=True)
+    redo.run()
+    assert "train proxy map" in redo.timings and "label pairs" not in redo.timings and "score gold" not in redo.timings
+    assert not torch.equal(RewardPrediction.load(out / "scores" / "map.safetensors").mean, first_scores)
+    assert "1e-3" not in json.dumps(json.loads((out / "stages.json").read_text())["stages"]["proxy map"])
+
+    noisy = tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir, training__learning_rate=0.5, preferences__label_noise=0.4)
+    with pytest.raises(StaleOutputError, match=r"stage 'pairs' was made with other settings: changed label_noise"):
+        BoNRunner(noisy, out, progress=False).run()
+    redo = BoNRunner(noisy, out, progress=False, overwrite=True)
+    redo.run()
+    assert {"label pairs", "train proxy map", "score map"} <= set(redo.timings) and "score gold" not in redo.timings
+    assert (out / "pairs.jsonl").read_text() != first_pairs
+    again = BoNRunner(noisy, out, progress=False)  # unchanged: everything from disk
+    again.run()
+    assert not any(k.startswith(("label", "train proxy", "score")) for k in again.timings)
+
+
+def test_escaping_proxy_name_writes_nothing_outside_out(tmp_path, tiny_lm_dir, tiny_bert_dir):
+    """Regression: a proxy named ../../escaped_proxy wrote its model, metrics and scores outside --out."""
+    from bayesrm.cli.main import main
+
+    config = tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir, proxies=[{"name": "../../escaped_proxy", "method": "map"}])
+    assert config.proxies[0].name == "../../escaped_proxy"
+    before = set(tmp_path.rglob("*"))
+    out = tmp_path / "a" / "b" / "out"
+    assert main(["bon", "--config", str(tmp_path / "scenario.yaml"), "--out", str(out), "--no-progress"]) == 2
+    assert set(tmp_path.rglob("*")) == before  # not even --out was created
+
+
+def test_rl_resume_with_other_settings_is_refused(tmp_path, tiny_tokenizer_dir):
+    """Regression: `bayesrm rl --resume` checked only the algorithm; a changed kl_coef or lr silently mixed two runs."""
+    from transformers import AutoTokenizer
+
+    import test_rl_train as rl  # the tiny policy / scorer of the RL tests
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.bos_token, tok.eos_token = "<s>", "</s>"
+    rl.trainer(tok, tmp_path / "run", steps=1, algo="rloo").train()
+    with pytest.raises(ValueError, match=r"other settings \(changed: kl_coef, lr\)"):
+        rl.trainer(tok, tmp_path / "run", steps=2, algo="rloo", lr=0.5, kl_coef=0.7).resume()
+    assert rl.trainer(tok, tmp_path / "run", steps=2, algo="rloo").resume() == 1  # a longer run is the same run
