@@ -26,6 +26,7 @@ SCORER_CLASSES: dict[str, str] = {
     "laplace": "bayesrm.uncertainty.laplace.posterior:LaplaceLoRA",
     "laplace_ensemble": "bayesrm.uncertainty.laplace.ensemble:LaplaceEnsemble",
     "mc_dropout": "bayesrm.uncertainty.mc_dropout:MCDropout",
+    "last_layer_laplace": "bayesrm.uncertainty.last_layer:LastLayerLaplace",
 }
 
 
