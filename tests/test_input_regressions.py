@@ -240,10 +240,17 @@ def saved_model(tmp_path, tiny_bert_dir):
 
 
 def test_checkpoint_config_without_model_names_file_and_field(tmp_path, saved_model, capsys):
-    config = saved_model / "config.json"
-    meta = json.loads(config.read_text())
-    del meta["model"]
-    config.write_text(json.dumps(meta))
+    from bayesrm.models.checkpoint import load_checkpoint, save_checkpoint
+
+    # a checkpoint written (with valid checksums) without its 'model' field; a hand edit would
+    # be caught earlier by the checksum ("edited after saving")
+    meta, tensors = load_checkpoint(saved_model)
+    fingerprint = meta.pop("backbone_fingerprint", None)
+    for key in ("bayesrm_kind", "format_version", "weights_sha256", "model"):
+        meta.pop(key, None)
+    bare = tmp_path / "bare"
+    save_checkpoint(bare, "reward_model", meta, tensors, fingerprint)
+    saved_model, config = bare, bare / "config.json"
     records = tmp_path / "in.jsonl"
     records.write_text('{"prompt": "p", "response": "r"}\n')
     assert main(["score", "--model", str(saved_model), "--input", str(records)]) == 2
