@@ -245,6 +245,8 @@ def _matches(value: Any, hint: Any) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
+    if origin is typing.Literal:
+        return any(value == arm and type(value) is type(arm) for arm in typing.get_args(hint))
     return True
 
 

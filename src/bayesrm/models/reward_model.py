@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Literal, Any, Sequence
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -39,7 +39,7 @@ class RewardModelConfig:
     """LoRA scaling numerator: the update is (alpha / r) B A."""
     lora_dropout: float = 0.0
     """Dropout on the LoRA input."""
-    target_modules: list[str] | str | None = None
+    target_modules: list[str] | Literal["all-linear"] | None = None
     """Module names to adapt, or peft's "all-linear"; None uses peft's default for the architecture (e.g. query/value)."""
     lora_layers: list[int] | None = None
     """Indices of the transformer blocks to adapt; None adapts every block."""
