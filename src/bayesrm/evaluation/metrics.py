@@ -105,14 +105,17 @@ def calibration_bins(probabilities: ArrayLike, n_bins: int = N_BINS) -> Calibrat
     if n_bins < 1:
         raise ValueError(f"n_bins must be positive, got {n_bins}")
     p = _probabilities(probabilities)
-    conf = np.maximum(p, 1.0 - p)
-    correct = (p > 0.5).astype(np.float64)
+    return _bin(np.maximum(p, 1.0 - p), (p > 0.5).astype(np.float64), n_bins)
+
+
+def _bin(conf: np.ndarray, outcome: np.ndarray, n_bins: int) -> CalibrationBins:
+    """Equal-width bins m/M < conf <= (m+1)/M: counts, mean outcome and mean confidence per bin."""
     idx = np.clip(np.ceil(conf * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
     counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.bincount(idx, weights=correct, minlength=n_bins) / counts
+        mean_outcome = np.bincount(idx, weights=outcome, minlength=n_bins) / counts
         mean_conf = np.bincount(idx, weights=conf, minlength=n_bins) / counts
-    return CalibrationBins(np.linspace(0.0, 1.0, n_bins + 1), counts.astype(np.int64), acc, mean_conf)
+    return CalibrationBins(np.linspace(0.0, 1.0, n_bins + 1), counts.astype(np.int64), mean_outcome, mean_conf)
 
 
 def calibration_bins_p_chosen(probabilities: ArrayLike, n_bins: int = N_BINS) -> CalibrationBins:
@@ -129,12 +132,7 @@ def calibration_bins_p_chosen(probabilities: ArrayLike, n_bins: int = N_BINS) ->
     p = _probabilities(probabilities)
     q = np.concatenate([p, 1.0 - p])  # [2N]
     y = np.concatenate([np.ones_like(p), np.zeros_like(p)])  # [2N] first response wins
-    idx = np.clip(np.ceil(q * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
-    counts = np.bincount(idx, minlength=n_bins).astype(np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        freq = np.bincount(idx, weights=y, minlength=n_bins) / counts
-        mean_q = np.bincount(idx, weights=q, minlength=n_bins) / counts
-    return CalibrationBins(np.linspace(0.0, 1.0, n_bins + 1), counts.astype(np.int64), freq, mean_q)
+    return _bin(q, y, n_bins)
 
 
 def ece(probabilities: ArrayLike, n_bins: int = N_BINS) -> float:
