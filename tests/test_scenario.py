@@ -67,6 +67,12 @@ def test_gold_labels_follow_bradley_terry():
     assert all(p.chosen == "a" for p in sharp)
     noisy = gold_labelled_pairs(prompts, samples, gold, temperature=1e-4, noise=0.2, seed=1)
     assert 0.12 < sum(p.chosen == "b" for p in noisy) / 400 < 0.28
+    # temperature 0: hard labels, exactly the gold order; gold ties are skipped, not labelled at random
+    hard = gold_labelled_pairs(["p"] * 3, [["a", "b", "c"]] * 3, [[0.3, 0.1, 0.3], [0.0, 1.0, -1.0], [2.0, 2.0, 2.0]],
+                               temperature=0)
+    assert [(p.chosen, p.rejected) for p in hard] == [("a", "b"), ("c", "b"), ("b", "a"), ("a", "c"), ("b", "c")]
+    with pytest.raises(ValueError, match="temperature"):
+        gold_labelled_pairs(prompts, samples, gold, temperature=-1)
     # identical or empty responses are never paired; all C(4, 2) pairs otherwise
     assert len(gold_labelled_pairs(["p"], [["x", "x", "y", ""]], [[0, 0, 1, 0]])) == 2
     assert len(gold_labelled_pairs(["p"], [["w", "x", "y", "z"]], [[0, 0, 1, 0]])) == 6

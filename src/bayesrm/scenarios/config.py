@@ -61,7 +61,8 @@ class PreferenceConfig:
     samples_per_prompt: int = 4
     """Policy samples per training prompt; every distinct pair of them becomes a preference pair."""
     label_temperature: float = 0.25
-    """Bradley-Terry labels from gold: P(a preferred to b) = sigmoid((gold_a - gold_b) / T)."""
+    """Bradley-Terry labels from gold: P(a preferred to b) = sigmoid((gold_a - gold_b) / T); 0 = hard labels
+    (the gold order, ties skipped), as Coste et al."""
     label_noise: float = 0.0
     """Probability of flipping each label after sampling it."""
     validation_fraction: float = 0.2

@@ -26,10 +26,12 @@ def gold_labelled_pairs(
 ) -> list[PreferencePair]:
     """Pairs for prompts[i] from samples[i] ([n_i] texts) with gold[i] ([n_i] gold rewards).
 
-    Identical responses are never paired. ``margin`` is left unset: the proxy only sees the label.
+    ``temperature`` 0 gives hard labels: the gold order itself (pairs with equal gold are skipped), as
+    Coste et al. label their synthetic preferences. Identical responses are never paired. ``margin`` is
+    left unset: the proxy only sees the label.
     """
-    if temperature <= 0:
-        raise ValueError(f"label temperature must be > 0, got {temperature}")
+    if not temperature >= 0:
+        raise ValueError(f"label temperature must be >= 0, got {temperature}")
     if not 0 <= noise < 0.5:
         raise ValueError(f"label noise must be in [0, 0.5), got {noise}")
     rng = random.Random(seed)
@@ -38,8 +40,13 @@ def gold_labelled_pairs(
         for a, b in itertools.combinations(range(len(texts)), 2):
             if texts[a].strip() == texts[b].strip() or not texts[a].strip() or not texts[b].strip():
                 continue
-            p_a = 1.0 / (1.0 + math.exp(-(golds[a] - golds[b]) / temperature))
-            a_wins = rng.random() < p_a
+            if temperature == 0:
+                if golds[a] == golds[b]:
+                    continue
+                a_wins = golds[a] > golds[b]
+            else:
+                p_a = 1.0 / (1.0 + math.exp(-(golds[a] - golds[b]) / temperature))
+                a_wins = rng.random() < p_a
             if rng.random() < noise:
                 a_wins = not a_wins
             win, lose = (a, b) if a_wins else (b, a)
