@@ -151,7 +151,9 @@ class BoNRunner:
         settings = {"policy": c.policy, "sampling": to_mapping(c.sampling), "samples_per_prompt": c.preferences.samples_per_prompt,
                     "label_temperature": c.preferences.label_temperature, "label_noise": c.preferences.label_noise,
                     "seed": c.seed, "gold": judge_identity(gold_judge), "sign": sign}
-        _, fresh = self.stages.fresh(f"pairs{tag}", settings, [self.stages.fingerprint_of("prompts")], [path])
+        # upstream: the preference prompts themselves, not the whole prompt stage, so that more best-of-n or
+        # selection prompts (which extend those sets) leave the pairs and the proxies trained on them fresh
+        _, fresh = self.stages.fresh(f"pairs{tag}", settings, [fingerprint({"train_prompts": train_prompts})], [path])
         if not fresh:
             samples = self.samples(train_prompts, c.preferences.samples_per_prompt, "preference data")
             with self.stage("label pairs"):
