@@ -140,6 +140,8 @@ def main() -> None:
     parser.add_argument("--llama-pairs", type=int, default=16)
     parser.add_argument("--llama-batch", type=int, default=4)
     parser.add_argument("--llama-length", type=int, default=32)
+    parser.add_argument("--full-fit", action="store_true", help="llama7b: also time the fit on all pairs.")
+    parser.add_argument("--dense-contrast", action="store_true", help="llama7b: also measure the dense-factor fit at 1 block.")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3, help="Interleaved rounds (median ratios reported).")
     parser.add_argument("--small", action="store_true", help="Tiny sizes (8 pairs, length 32, 2 rounds; a 512-wide Llama): checks that it runs.")

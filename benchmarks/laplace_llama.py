@@ -12,10 +12,11 @@ Random weights, Llama-7B block shapes (hidden 4096, MLP 11008, 32 heads), q_proj
   * the whole fit's peak minus a training pass's peak (forward + backward of the BT loss, no
     optimizer) on the same batches: what the fit needs beyond training.
   Both are measured at 1 and 2 blocks and extrapolated linearly to 32 blocks, then divided by the
-  LoRA weight bytes of 32 blocks (target <= 4x). The dense d x d path is measured at 1 block for
-  contrast (skipped with --small).
-- time: one BT epoch (forward, backward, AdamW step) vs the fit (curvature + evidence-optimal
-  prior) with --subsample and at fraction 1, interleaved rounds (interleave.py); target <= 0.5x.
+  LoRA weight bytes of 32 blocks (target <= 4x). With --dense-contrast the dense d x d path is
+  measured at 1 block too (slow on CPU: four 4096 x 4096 eigendecompositions).
+- time, at 1 block (both sides scale with the depth alike): one BT epoch (forward, backward, AdamW
+  step) vs the fit (curvature + evidence-optimal prior) with --subsample (and at fraction 1 with
+  --full-fit), interleaved rounds (interleave.py); target <= 0.5x.
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def run(args) -> dict[str, Any]:
     shape = SMALL if args.small else LLAMA_7B
     kw = dict(low_rank=args.low_rank, oversample=args.oversample, stream_above=128 if args.small else 1024)
     memory: dict[int, dict[str, int]] = {}
+    times: dict[str, list[float]] = {}
     for n_blocks in (1, 2):
         model = build(n_blocks, shape, args.llama_length, args.lora_r)
         batches = random_batches(model, args.llama_pairs, args.llama_batch, args.llama_length)
@@ -165,15 +167,25 @@ def run(args) -> dict[str, Any]:
         la = LaplaceLoRA(model, structure="kfac-tracked", **kw)
         row["curvature_peak"] = curvature_peak(lambda: row.update(fit_peak=peak_bytes(lambda: la.fit(batches))))
         row["posterior_bytes"] = la.posterior_nbytes()
-        if n_blocks == 1 and not args.small:
+        if n_blocks == 1 and args.dense_contrast:
             dense = LaplaceLoRA(model, structure="kfac-tracked", low_rank=args.low_rank, stream_above=None)
             row["dense_curvature_peak"] = curvature_peak(lambda: row.update(dense_fit_peak=peak_bytes(lambda: dense.fit(batches))))
             del dense
         memory[n_blocks] = row
         print(f"llama-shaped, {n_blocks} block(s): {row}", flush=True)
         del la
-        if n_blocks == 1:
-            del model, batches
+        if n_blocks == 1:  # time at 1 block (the ratio does not depend on the depth): epoch vs fits, interleaved
+            opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+
+            def fit(frac: float) -> None:
+                la = LaplaceLoRA(model, subsample=frac, **kw).fit(batches)
+                la.optimize_prior_precision()
+            runs = {"epoch": seconds_of(lambda: bt_pass(model, batches, opt)), "fit_sub": seconds_of(lambda: fit(args.subsample))}
+            if args.full_fit:
+                runs["fit_full"] = seconds_of(lambda: fit(1.0))
+            times = run_interleaved(runs, args.rounds, warmup=args.small)
+            print(f"llama-shaped times at 1 block: {times}", flush=True)
+            del model, batches, opt
     def at_32(values: dict[int, float]) -> tuple[float, float]:  # (per block, at 32 blocks) from 1 and 2 blocks
         return values[2] - values[1], values[1] + 31 * (values[2] - values[1])
 
@@ -185,15 +197,6 @@ def run(args) -> dict[str, Any]:
     state_32 = 32 * 2 * 2 * (d * keep * 4 + keep * 8)  # 2 modules x 2 streamed factors per block, [d, l] float32
     dense_32 = 32 * 2 * 2 * d * d * 8  # the dense path: [d, d] float64 per large factor
 
-    # time, at 2 blocks: one epoch vs the fit with subsampling and at fraction 1 (interleaved)
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
-    def fit(frac: float) -> None:
-        la = LaplaceLoRA(model, subsample=frac, **kw).fit(batches)
-        la.optimize_prior_precision()
-    runs = {"epoch": seconds_of(lambda: bt_pass(model, batches, opt)), "fit_sub": seconds_of(lambda: fit(args.subsample))}
-    if not args.small:
-        runs["fit_full"] = seconds_of(lambda: fit(1.0))
-    times = run_interleaved(runs, args.rounds, warmup=args.small)
     result = {
         "shape": shape, "lora_r": args.lora_r, "pairs": args.llama_pairs, "batch_size": args.llama_batch, "length": args.llama_length,
         "low_rank": args.low_rank, "oversample": args.oversample, "subsample": args.subsample, "memory": memory,
