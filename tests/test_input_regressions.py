@@ -308,6 +308,12 @@ def test_report_rl_log_with_a_bad_line_names_file_and_line(tmp_path, capsys, con
     assert f"{run / 'log.jsonl'}{message}" in line, line
 
 
+def test_max_pairs_zero_is_refused_not_all(tmp_path, capsys):
+    # --max-pairs 0 once meant "all pairs" (a falsy check); none is the only "all"
+    assert main(["train", "--max-pairs", "0", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    assert "max_pairs must be >= 1, or none for all pairs; got 0" in one_error_line(capsys)
+
+
 def test_scoring_output_is_written_whole(tmp_path, saved_model):
     records = tmp_path / "in.jsonl"
     records.write_text('{"prompt": "p", "response": "good", "id": 1}\n{"prompt": "p", "response": "bad", "id": 2}\n')
