@@ -177,6 +177,7 @@ def test_a_misspelt_key_in_any_section_names_section_and_key(case):
     ("training: {seed: 3}", None, r"training\.seed: not settable here; set the scenario's top-level seed"),
     ("bon: {rewards: [mean, 'zscore|sdt:k=1']}", None, r"s\.yaml: bon\.rewards\[1\]"),
     ("two_property: {thresholds: [0.1, x]}", None, r"two_property\.thresholds\[1\]: expected float"),
+    ("preferences: {max_pairs: 0}", None, r"s\.yaml: preferences: max_pairs must be >= 1, or null for all pairs; got 0"),
     ("presets: {small: {bon: {prompts: 2}}}\nbon: {n_samples: 4}", "ok", None),
 ])
 def test_issue_examples_fail_at_load_naming_file_section_and_field(tmp_path, section, value, expected):

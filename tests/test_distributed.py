@@ -27,6 +27,8 @@ def test_two_process_accelerate_training_ends_identical(tiny_bert_dir, tmp_path)
     assert all(f.exists() for f in files), "each rank writes its weights"
     with safe_open(str(files[0]), "pt") as f:
         assert f.metadata()["world_size"] == "2", "the Trainer must see both processes"
+        # DDP (and its Reducer) freed by train_reward_model, not left to interpreter teardown
+        assert f.metadata()["wrapper_after_training"] == "RewardModel"
     a, b = load_file(str(files[0])), load_file(str(files[1]))
     assert a.keys() == b.keys() and any("lora_B" in k for k in a)
     for key in a:

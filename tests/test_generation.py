@@ -244,6 +244,9 @@ def test_corrupt_middle_cache_line_is_dropped_and_only_its_sample_regenerated(lm
     calls = _counting(sampler)
     assert sampler.sample(PROMPTS[:2], 2, progress=False) == out
     assert calls == [1]  # only the lost sample was generated again
+    assert bad_line not in path.read_bytes() and len(path.read_bytes().splitlines()) == 4  # compacted by that write
+    again = PolicySampler(lm, tokenizer, "tiny", cfg, cache_dir=tmp_path)
+    assert again.cache.dropped == [] and len(again.cache) == 4
 
 
 def test_bad_sampling_config():

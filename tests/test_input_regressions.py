@@ -294,6 +294,26 @@ def test_report_rl_log_without_kl_names_the_file(tmp_path, capsys):
     assert str(run / "log.jsonl") in line and "finite 'kl_k3'" in line  # was 'max() arg is an empty sequence'
 
 
+@pytest.mark.parametrize("content, message", [
+    (b'{"step": 1, "kl_k3": 0.1}\n{"step": 2, "note": "\xff\xfe"}\n', ":2: not valid UTF-8 (column 22)"),  # was a traceback
+    (b'{"step": 1, "kl_k3": 0.1}\n[1, 2]\n', ":2: expected a JSON object, got list"),
+    (b'{"step": 1, "kl_k3": 0.1}\n{"step": 2,\n', ":2: corrupt JSON"),
+])
+def test_report_rl_log_with_a_bad_line_names_file_and_line(tmp_path, capsys, content, message):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_bytes(content)
+    assert main(["report", "--rl", f"m={run}", "--out", str(tmp_path / "out")]) == 2
+    line = one_error_line(capsys)
+    assert f"{run / 'log.jsonl'}{message}" in line, line
+
+
+def test_max_pairs_zero_is_refused_not_all(tmp_path, capsys):
+    # --max-pairs 0 once meant "all pairs" (a falsy check); none is the only "all"
+    assert main(["train", "--max-pairs", "0", "--data", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "o")]) == 2
+    assert "max_pairs must be >= 1, or none for all pairs; got 0" in one_error_line(capsys)
+
+
 def test_scoring_output_is_written_whole(tmp_path, saved_model):
     records = tmp_path / "in.jsonl"
     records.write_text('{"prompt": "p", "response": "good", "id": 1}\n{"prompt": "p", "response": "bad", "id": 2}\n')

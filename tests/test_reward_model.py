@@ -152,3 +152,17 @@ def test_checkpoint_errors(tiny_bert_dir, tiny_llama_dir, tmp_path):
     (rank / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match="shape"):
         RewardModel.from_pretrained(rank)
+
+
+def test_bf16_training_leaves_no_autocast_on_the_model(tiny_bert_dir, toy_pairs, tmp_path):
+    """accelerate wraps forward in bf16 autocast for training; scoring afterwards must run in fp32 again."""
+    model = make(tiny_bert_dir)
+    fit(model, as_pairs(toy_pairs)[:16], tmp_path, steps=1, bf16=True)
+    assert "_original_forward" not in model.__dict__  # accelerate's wrapper was removed
+    fresh = make(tiny_bert_dir)
+    fresh.load_state_dict(model.state_dict())
+    prompts, responses = [p for p, _, _ in toy_pairs[:6]], [c for _, c, _ in toy_pairs[:6]]
+    got, want = model.score(prompts, responses).mean, fresh.score(prompts, responses).mean
+    assert torch.equal(got, want)  # bit-identical to an fp32 model with the same weights (bf16 differs by ~1e-3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not torch.equal(fresh.score(prompts, responses).mean, want)  # the check can fail

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from bayesrm.alignment.rl import make_reward, trl_reward_func
+from bayesrm.alignment.rl import trl_reward_func
+from bayesrm.rewards import parse_reward
 from bayesrm.alignment.rl.monitor import HackingMonitor, HackingMonitorCallback, MonitorConfig, disagreement, run_monitor
 from bayesrm.types import RewardPrediction
 from test_rl_train import PROMPTS, WordScorer, one_thread, tiny_cfg, tiny_lm, tokenizer  # noqa: F401 (fixtures)
@@ -83,7 +84,7 @@ def test_bayesrm_rl_logs_the_monitor_and_can_stop(tokenizer, tmp_path):
     from bayesrm.alignment.rl import RLTrainer
 
     cfg = tiny_cfg(steps=6, monitor=EAGER, monitor_stop=True, prompts_per_step=2, samples_per_prompt=2)
-    tr = RLTrainer(cfg, tiny_lm(tokenizer), tokenizer, GrowingSigma(), make_reward("mean"), PROMPTS, tmp_path)
+    tr = RLTrainer(cfg, tiny_lm(tokenizer), tokenizer, GrowingSigma(), parse_reward("mean"), PROMPTS, tmp_path)
     records = tr.train()
     assert [r["step"] for r in records] == [1, 2] and tr.step == 2  # sigma ratio 2 at step 2: alarm, stop
     assert records[1]["monitor_alarm"] and records[1]["monitor_sigma_ratio"] == pytest.approx(2.0, rel=1e-3)

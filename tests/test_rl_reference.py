@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from bayesrm.alignment.rl import RLConfig, RLTrainer, make_reward
+from bayesrm.alignment.rl import RLConfig, RLTrainer
+from bayesrm.rewards import parse_reward
 from bayesrm.alignment.rl.reference import ReferenceLevels, reference_sampler
 from bayesrm.alignment.rl.reward_fn import apply_reward
 from test_rl_train import PROMPTS, WordScorer, one_thread, tiny_cfg, tiny_lm, tokenizer  # noqa: F401 (fixtures)
@@ -18,14 +19,14 @@ SPEC = "std:k=0.5|log_sigmoid:q=0.75"
 
 def run(tok, out, proxy=None, **kw) -> RLTrainer:
     cfg = tiny_cfg(**{"reward": SPEC, "prompts_per_step": 2, "samples_per_prompt": 2, "reference_samples": 3, **kw})
-    return RLTrainer(cfg, tiny_lm(tok), tok, proxy or WordScorer(), make_reward(cfg.reward), PROMPTS, out)
+    return RLTrainer(cfg, tiny_lm(tok), tok, proxy or WordScorer(), parse_reward(cfg.reward), PROMPTS, out)
 
 
 def expected_levels(tok, reward_spec=SPEC, q=0.75, n=3):
     """Independently: sample the *untrained* model (a fresh copy) with the shared seeded sampler, score, take quantiles."""
     sample = reference_sampler(tiny_lm(tok), tok, max_new_tokens=8, seed=0, disable_adapter=False)
     texts = sample(list(PROMPTS), n)
-    base = make_reward(reward_spec.split("|log_sigmoid")[0])
+    base = parse_reward(reward_spec.split("|log_sigmoid")[0])
     out = {}
     for prompt, row in zip(PROMPTS, texts):
         r = base(WordScorer().score([prompt] * n, row))
@@ -94,9 +95,9 @@ def test_and_sum_of_two_proxies_in_rl(tokenizer, tmp_path):
 
 def test_log_sigmoid_without_reference_samples_is_refused_clearly():
     with pytest.raises(ValueError, match="reference levels"):
-        apply_reward(make_reward(SPEC), WordScorer().score(["a"], ["good"]), ["a"])
+        apply_reward(parse_reward(SPEC), WordScorer().score(["a"], ["good"]), ["a"])
     with pytest.raises(ValueError, match="terms"):
-        apply_reward(make_reward("mean + mean + mean"), [WordScorer().score(["a"], ["x"])] * 2, ["a"])
+        apply_reward(parse_reward("mean + mean + mean"), [WordScorer().score(["a"], ["x"])] * 2, ["a"])
     with pytest.raises(ValueError, match="reference_samples"):
         RLConfig(reference_samples=0)
 
@@ -117,7 +118,7 @@ def test_trl_adapter_draws_reference_levels_per_new_prompt_and_restores_them(tok
     first = func(prompts=list(PROMPTS[:2]) * 2, completions=["good", "bad", "good good", "x"])
     func(prompts=list(PROMPTS[1:4]), completions=["good"] * 3)
     assert calls == [list(PROMPTS[:2]), list(PROMPTS[2:4])]  # each prompt sampled once
-    reward = make_reward(SPEC)
+    reward = parse_reward(SPEC)
     reward.load_state_dict(__import__("json").loads(state.read_text())["state"])  # what was saved
     assert reward.reference.quantile(0.75) == pytest.approx({p: want[p] for p in PROMPTS[:4]}, abs=1e-6)
 

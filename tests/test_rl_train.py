@@ -9,7 +9,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from bayesrm.alignment.rl import RLConfig, RLTrainer, make_reward, reward_callable, sample_rollout, trl_reward_func
+from bayesrm.alignment.rl import RLConfig, RLTrainer, reward_callable, sample_rollout, trl_reward_func
+from bayesrm.rewards import parse_reward
 from bayesrm.models.reward_model import RewardModel, RewardModelConfig
 from bayesrm.types import RewardPrediction
 
@@ -64,7 +65,7 @@ def tiny_cfg(**kw) -> RLConfig:
 
 def trainer(tok, out, **kw) -> RLTrainer:
     cfg = tiny_cfg(**kw)
-    return RLTrainer(cfg, tiny_lm(tok), tok, WordScorer(), make_reward(cfg.reward, cfg.reward_params), PROMPTS, out)
+    return RLTrainer(cfg, tiny_lm(tok), tok, WordScorer(), parse_reward(cfg.reward, **cfg.reward_params), PROMPTS, out)
 
 
 def test_rollout_logprobs_match_unpadded_forward(tokenizer, tmp_path):
@@ -156,7 +157,7 @@ def tiny_rm(tiny_bert_dir):
 def test_trl_adapter_matches_native_scores(tiny_rm):
     prompts = ["hello world", "what do you think"]
     responses = ["it is good", "bad bad cat"]
-    native = make_reward("std:k=1")(tiny_rm.score(prompts, responses))
+    native = parse_reward("std:k=1")(tiny_rm.score(prompts, responses))
     func = trl_reward_func(tiny_rm, "std:k=1")
     # TRL calls reward functions with keywords, plus completion_ids and trainer extras
     out = func(prompts=prompts, completions=responses, completion_ids=[[1], [2]], trainer_state=None, log_metric=print)
@@ -174,7 +175,7 @@ def test_trl_adapter_matches_native_scores(tiny_rm):
 def test_adapters_keep_the_up_running_mean_across_calls():
     scorer = WordScorer()
     batches = [(["a", "b"], ["good good", "no"]), (["c"], ["good w1 w2"])]
-    native_reward = make_reward("up:beta2=2")
+    native_reward = parse_reward("up:beta2=2")
     native = [native_reward(scorer.score(p, r)).tolist() for p, r in batches]
     func = trl_reward_func(scorer, "up:beta2=2")
     assert [func(prompts=p, completions=r) for p, r in batches] == [pytest.approx(n, abs=1e-6) for n in native]
@@ -251,3 +252,11 @@ def test_cli_overrides_keep_set_values_unless_a_flag_is_given():
 
     assert overrides("--set", "steps=6", "kl_coef=0.1") == {"steps": 6, "kl_coef": 0.1}
     assert overrides("--set", "steps=6", "--algo", "ppo", "--steps", "3") == {"steps": 3, "algo": "ppo"}
+
+
+def test_make_reward_is_a_deprecated_alias_of_parse_reward():
+    from bayesrm.alignment.rl import make_reward
+
+    with pytest.warns(DeprecationWarning, match="parse_reward"):
+        old = make_reward("up", {"beta2": 0.5})
+    assert old.spec() == parse_reward("up", beta2=0.5).spec() == parse_reward("up:beta2=0.5").spec()

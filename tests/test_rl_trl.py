@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bayesrm.alignment.rl import make_reward, trl_reward_func
+from bayesrm.alignment.rl import trl_reward_func
+from bayesrm.rewards import parse_reward
 from test_rl_train import WordScorer, tiny_lm
 
 trl = pytest.importorskip("trl")
@@ -52,6 +53,6 @@ def _run_one_step(tiny_tokenizer_dir, tmp_path):
     assert len(scorer.calls) == 1
     prompts, responses = scorer.calls[0]
     assert len(prompts) == len(responses) == 4
-    native = make_reward("up:beta2=1")(WordScorer().score(prompts, responses))
+    native = parse_reward("up:beta2=1")(WordScorer().score(prompts, responses))
     logged = trainer.state.log_history[0]["rewards/bayesrm_up/mean"]
     assert logged == pytest.approx(native.mean().item(), abs=1e-6)

@@ -22,12 +22,12 @@ def test_builtin_scenario_and_presets_load():
     ("rl-small-map", "map", "penalty"), ("rl-small-up", "diverse", "token_loss"), ("rl-small-laplace", "laplace", "penalty"),
 ])
 def test_rl_presets_resolve_to_the_comparison_runs(preset, proxy, kl_mode):
-    from bayesrm.alignment.rl import make_reward
+    from bayesrm.rewards import parse_reward
 
     cfg = load_scenario("sentiment", preset=preset, overrides={"rl": {"seed": 1}}).rl
     assert cfg.proxy.endswith(f"runs/demo/proxies/{proxy}/model") and cfg.kl_mode == kl_mode
     assert cfg.algo == "rloo" and cfg.seed == 1 and cfg.steps == 40
-    reward = make_reward(cfg.reward, cfg.reward_params)
+    reward = parse_reward(cfg.reward, **cfg.reward_params)
     assert reward.spec().startswith("zscore|") and not reward.is_fitted()  # fitted on the first RL batch
 
 

@@ -26,7 +26,8 @@ def main(model_dir: str, out_dir: str) -> None:
     trainer = train_reward_model(model, pairs, config)
     world = trainer.args.world_size
     state = {k: v.contiguous() for k, v in model.saved_state_dict().items()}
-    save_file(state, os.path.join(out_dir, f"rank{rank}.safetensors"), metadata={"world_size": str(world)})
+    save_file(state, os.path.join(out_dir, f"rank{rank}.safetensors"), metadata={"world_size": str(world),
+              "wrapper_after_training": type(trainer.model_wrapped).__name__})
     shutdown_distributed()
     # Freeing DDP's Reducer at interpreter teardown can deadlock in torch (the gloo destructor joins
     # a worker thread that waits for the GIL the main thread holds; seen once in a fresh-clone CI

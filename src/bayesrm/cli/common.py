@@ -34,7 +34,11 @@ class DataOptions:
     split_seed: int = 0
     """Seed of the train / validation / test split."""
     max_pairs: int | None = None
-    """Use at most this many pairs (after loading, before splitting)."""
+    """Use at most this many pairs (after loading, before splitting); none uses all."""
+
+    def __post_init__(self) -> None:
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ValueError(f"max_pairs must be >= 1, or none for all pairs; got {self.max_pairs}")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +98,8 @@ def saved_data_options(model_dir: str | Path) -> DataOptions | None:
         if (directory / "config.json").is_file():
             saved = read_meta(directory).get(DATA_OPTIONS_KEY)
             if saved is not None:
+                if isinstance(saved, dict) and saved.get("max_pairs") == 0:  # saved before 0 was refused: it meant all
+                    saved = {**saved, "max_pairs": None}
                 return from_mapping(DataOptions, saved, f"{directory / 'config.json'}: {DATA_OPTIONS_KEY}")
     return None
 
@@ -120,7 +126,7 @@ def load_split(opts: DataOptions) -> dict[str, list[PreferencePair]]:
     )
     if result.skipped:
         print(result.summary())
-    pairs = result.pairs[: opts.max_pairs] if opts.max_pairs else result.pairs
+    pairs = result.pairs[: opts.max_pairs] if opts.max_pairs is not None else result.pairs
     train_fraction = 1.0 - opts.test_fraction - opts.validation_fraction
     splits = split_pairs(pairs, fractions=(train_fraction, opts.validation_fraction, opts.test_fraction), seed=opts.split_seed)
     return {"train": list(splits.train), "validation": list(splits.validation), "test": list(splits.test)}

@@ -53,7 +53,8 @@ def collect_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bayesrm.alignment.rl import RLTrainer, make_reward
+    from bayesrm.alignment.rl import RLTrainer
+    from bayesrm.rewards import parse_reward
     from bayesrm.data.prompts import prompt_source
     from bayesrm.evaluation.gold import make_judge
     from bayesrm.models.policy import load_policy
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         tokenizer,
         proxy=([load_scorer(p, **trust_kwargs(args)) for p in cfg.proxy] if isinstance(cfg.proxy, list)
                else load_scorer(cfg.proxy, **trust_kwargs(args))),
-        reward=make_reward(cfg.reward, cfg.reward_params),
+        reward=parse_reward(cfg.reward, **cfg.reward_params),
         prompts=prompt_source(cfg.prompts, seed=cfg.seed),
         out_dir=args.rl_out,
         gold=make_judge(cfg.gold) if cfg.gold else None,

@@ -7,7 +7,8 @@ flushed after every batch: an interrupted run resumes where it stopped, and aski
 samples per prompt only generates the missing indices. A last line cut short by a crash is
 dropped on the next load; any other corrupt line (bad JSON, invalid UTF-8, a wrong field) is
 skipped, counted in ``SampleCache.dropped`` and logged with the file and line, so that only its
-sample is generated again and the good samples around it are kept.
+sample is generated again and the good samples around it are kept; the next write rewrites the file
+without the corrupt lines (atomically, under the writers' lock).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class SampleCache:
         self.path = Path(path) if path is not None else None
         self._entries: dict[tuple[str, int], Sample] = {}
         self.dropped: list[tuple[int, str]] = []
-        """(line number, reason) of each corrupt line skipped on load (a torn last line is not counted)."""
+        """(line number, reason) of each corrupt line skipped on load (a torn last line is not counted); emptied
+        when the next write compacts the file."""
         if self.path is None:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,6 +151,30 @@ class SampleCache:
         with open(self.path, "a", encoding="utf-8") as f:
             if fcntl is not None:
                 fcntl.flock(f, fcntl.LOCK_EX)
+            if self.dropped:  # the first write after a load that skipped corrupt lines also drops them from the file
+                self._compact(lines)
+                return
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())
+
+    def _compact(self, new_lines: str) -> None:
+        """Rewrite the file atomically: its valid lines as they are (also those other writers appended since
+        the load), then ``new_lines``; corrupt and torn lines are left out. Called holding the writers' lock."""
+        assert self.path is not None
+        raw = self.path.read_bytes()
+        kept = []
+        for line in raw[: raw.rfind(b"\n") + 1].split(b"\n"):
+            try:
+                _parse_line(line)
+            except ValueError:
+                continue
+            kept.append(line + b"\n")
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "wb") as out:
+            out.write(b"".join(kept) + new_lines.encode("utf-8"))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, self.path)
+        logger.info("%s: compacted, %d corrupt line(s) removed", self.path, len(self.dropped))
+        self.dropped = []

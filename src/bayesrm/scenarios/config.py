@@ -70,6 +70,10 @@ class PreferenceConfig:
     max_pairs: int | None = None
     """Train on a seeded random subset of this many pairs (a weaker, more exploitable proxy); None uses all."""
 
+    def __post_init__(self) -> None:
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise ValueError(f"max_pairs must be >= 1, or null for all pairs; got {self.max_pairs}")
+
 
 @dataclass
 class ProxyConfig:

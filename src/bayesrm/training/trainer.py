@@ -220,7 +220,8 @@ def train_reward_model(
     eval_pairs: Sequence[PreferencePair] | None = None,
     resume_from_checkpoint: str | bool | None = None,
 ) -> RewardTrainer:
-    """Tokenize the pairs with the model's own encoder, train, and return the trainer (model trained in place)."""
+    """Tokenize the pairs with the model's own encoder, train, and return the trainer (model trained in place;
+    under ``bf16`` / ``fp16`` only training runs in autocast, the returned model's forward is the plain one)."""
     if not train_pairs:
         raise ValueError("no training pairs")
     encoder = model.encoder
@@ -231,5 +232,24 @@ def train_reward_model(
         eval_dataset=PreferenceDataset(eval_pairs, encoder) if eval_pairs else None,
         data_collator=PreferenceCollator(encoder),
     )
-    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    finally:
+        # bf16 / fp16: accelerate wrapped model.forward in autocast for training (and left it there); what
+        # scores the model afterwards must get its own precision, so the plain forward is put back
+        trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        release_ddp(trainer)
     return trainer
+
+
+def release_ddp(trainer: Trainer) -> None:
+    """Free the DistributedDataParallel wrapper (and its Reducer) now, while the process group is alive.
+
+    Left to interpreter teardown (a trainer kept in a script's global, say), freeing DDP's Reducer can
+    deadlock in torch: the gloo destructor joins a worker thread that waits for the GIL. The trained
+    model itself (``trainer.model``) is kept."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(trainer.model_wrapped, DistributedDataParallel):
+        trainer.model_wrapped = trainer.model
+        trainer.accelerator.free_memory()  # accelerate's own references to the wrapper

@@ -21,13 +21,14 @@ logger = logging.getLogger(__name__)
 
 
 def make_reward(spec: str, params: dict[str, Any] | None = None) -> Reward:
-    """A conservative reward from bayesrm.rewards by name or spec string (``up``, ``std:k=2``,
-    ``zscore|std:k=1``); ``params`` go to the last stage (e.g. ``{"beta2": 0.5}`` for ``up``)."""
+    """Deprecated alias of ``bayesrm.rewards.parse_reward(spec, **params)``, the one reward-spec parser."""
+    import warnings
+
     from bayesrm.rewards import parse_reward
 
+    warnings.warn("bayesrm.alignment.rl.make_reward is deprecated: use bayesrm.rewards.parse_reward(spec, **params)",
+                  DeprecationWarning, stacklevel=2)
     return parse_reward(spec, **(params or {}))
-
-
 
 
 def reward_input(reward: Reward, predictions: RewardPrediction | Sequence[RewardPrediction]) -> Any:

@@ -23,19 +23,26 @@ class JsonlLog:
             os.fsync(f.fileno())
 
     def read(self) -> list[dict[str, Any]]:
-        """The records; a last line cut short by a crash (no newline yet) is dropped, it is redone on resume."""
+        """The records; a last line cut short by a crash (no newline yet) is dropped, it is redone on resume.
+        A line that is not UTF-8 JSON of an object is a ValueError naming the file and line."""
         if not self.path.is_file():
             return []
         out = []
-        text = self.path.read_text()
-        if text and not text.endswith("\n"):
-            text = text[: text.rfind("\n") + 1]
-        for lineno, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{self.path}:{lineno}: corrupt JSON ({err.msg})") from err
+        raw = self.path.read_bytes()
+        if raw and not raw.endswith(b"\n"):
+            raw = raw[: raw.rfind(b"\n") + 1]
+        for lineno, line in enumerate(raw.split(b"\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as err:
+                raise ValueError(f"{self.path}:{lineno}: not valid UTF-8 (column {err.start + 1})") from None
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{self.path}:{lineno}: corrupt JSON ({err.msg})") from None
+            if not isinstance(record, dict):
+                raise ValueError(f"{self.path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+            out.append(record)
         return out
 
     def truncate_after(self, step: int) -> None:

@@ -4,6 +4,9 @@
   ``f(prompts, completions, **kwargs) -> list[float]``, where prompts / completions are strings
   (standard format) or lists of chat messages (conversational format).
 - :func:`reward_callable`: a plain ``f(prompts, responses) -> list[float]`` (OpenRLHF, verl, ...).
+- :func:`as_trl_reward_func`: the one TRL wrapper (completion text, ``log_metric`` / ``log_extra``, the
+  ``__name__`` TRL logs under) around any scoring function; ``bayesrm.integrations.trl.reward_func``
+  (scores from a reward server or in-process ``LocalRewards``) uses it too.
 
 Both score with the scorer, then apply the conservative reward once per call, so a stateful reward
 (``up``: running mean of sigma) keeps its statistics across calls as in the native loop.
@@ -15,7 +18,7 @@ from typing import Any, Callable, Sequence
 
 from bayesrm.alignment.rl.monitor import disagreement
 from bayesrm.alignment.rl.reference import ReferenceLevels
-from bayesrm.alignment.rl.reward_fn import Reward, apply_reward, as_proxies, make_reward
+from bayesrm.alignment.rl.reward_fn import Reward, apply_reward, as_proxies
 from bayesrm.types import Message, Prompt, RewardScorer
 
 
@@ -28,7 +31,41 @@ def completion_text(completion: str | list[Message]) -> str:
 
 
 def _resolve(reward: Reward | str) -> Reward:
-    return make_reward(reward) if isinstance(reward, str) else reward
+    from bayesrm.rewards import parse_reward
+
+    return parse_reward(reward) if isinstance(reward, str) else reward
+
+
+Batch = tuple[Sequence[float], dict[str, float | None], dict[str, list[float]]]
+"""What a scoring function gives :func:`as_trl_reward_func`: (rewards, metrics to log, completion-table columns)."""
+
+
+def as_trl_reward_func(score: Callable[[list[Prompt], list[str]], Batch], name: str) -> Callable[..., list[float]]:
+    """TRL's ``reward_funcs`` signature around ``score(prompts, responses)``.
+
+    TRL calls ``f(prompts=..., completions=..., completion_ids=..., **kwargs)``; prompts are strings or lists
+    of chat messages (passed on as messages, so a scorer renders them with its own chat template), a
+    completion is a string or messages (its assistant text is scored). When TRL passes ``log_metric(name,
+    value)`` (averaged per logging step) each metric that is not None is logged; ``log_extra(column,
+    values)`` gets the table columns. Other keyword arguments (completion_ids, trainer_state, dataset
+    columns, ...) are ignored. TRL logs the reward under the function's ``__name__``: ``name``.
+    """
+
+    def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        rewards, metrics, columns = score([p if isinstance(p, str) else list(p) for p in prompts],
+                                          [completion_text(c) for c in completions])
+        log_metric, log_extra = kwargs.get("log_metric"), kwargs.get("log_extra")
+        if callable(log_metric):
+            for key, value in metrics.items():
+                if value is not None:
+                    log_metric(key, float(value))
+        if callable(log_extra):
+            for key, values in columns.items():
+                log_extra(key, list(values))
+        return [float(r) for r in rewards]
+
+    reward_func.__name__ = name
+    return reward_func
 
 
 def reward_callable(
@@ -87,14 +124,8 @@ def trl_reward_func(
     """
     plain = reward_callable(scorer, reward, batch_size, reference, gold)
 
-    def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        out = plain(list(prompts), [completion_text(c) for c in completions])
-        log_metric = kwargs.get("log_metric")
-        if callable(log_metric):
-            for key, value in plain.last.items():
-                if value is not None:
-                    log_metric(f"bayesrm/{key}", float(value))
-        return out
+    def score(prompts: list[Prompt], responses: list[str]) -> Batch:
+        values = plain(prompts, responses)
+        return values, {f"bayesrm/{key}": value for key, value in plain.last.items()}, {}
 
-    reward_func.__name__ = plain.__name__  # TRL logs each reward under its function's __name__
-    return reward_func
+    return as_trl_reward_func(score, plain.__name__)
