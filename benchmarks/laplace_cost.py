@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--low-rank", type=int, default=16)
-    parser.add_argument("--oversample", type=int, default=16, help="Extra eigenpairs of streamed factors (llama7b).")
+    parser.add_argument("--oversample", type=int, default=8, help="Extra eigenpairs of streamed factors (llama7b).")
     parser.add_argument("--subsample", type=float, default=0.25, help="Fraction of the pairs of the subsampled fit.")
     parser.add_argument("--accuracy-pairs", type=int, default=256, help="Pairs of the subsample accuracy check (minilm; 0: skip).")
     parser.add_argument("--accuracy-seeds", type=int, default=2)
