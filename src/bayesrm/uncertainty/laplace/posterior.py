@@ -245,7 +245,7 @@ class LaplaceLoRA:
         trust_remote_code: bool = False, allow_external_paths: bool = False,
     ) -> "LaplaceLoRA":
         meta, tensors = load_checkpoint(directory, cls.KIND, allow_external_paths)
-        config = config_from_meta(LaplaceConfig, meta.get("laplace"), f"{Path(directory) / 'config.json'}: field 'laplace'")
+        config = config_from_meta(LaplaceConfig, meta.get("laplace"), f"{Path(directory) / 'config.json'}: laplace")
         where = f"{Path(directory) / 'config.json'}: field 'reward_model'"
         model_dir = confined_path(directory, meta.get("reward_model", MODEL_SUBDIR), where, allow_external_paths)
         model = RewardModel.from_pretrained(model_dir, device=device, trust_remote_code=trust_remote_code,
