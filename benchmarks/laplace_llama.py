@@ -40,7 +40,8 @@ SMALL = {"hidden_size": 512, "intermediate_size": 1376, "num_attention_heads": 8
 
 
 class TensorMemory(TorchDispatchMode):
-    """Live and peak bytes of the CPU tensor storages created inside the context."""
+    """Live and peak bytes of the CPU tensor storages created inside the context (an op's output
+    that shares an input's storage, a view or an in-place result, is no new memory)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,11 +54,12 @@ class TensorMemory(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor) and t.device.type == "cpu":
                 st = t.untyped_storage()
                 key, n = st.data_ptr(), st.nbytes()
-                if n and key not in self._seen:
+                if n and key not in self._seen and key not in inputs:  # not a view / in-place result of an input
                     self._seen[key] = weakref.finalize(st, self._free, key, n)
                     self.live += n
                     self.peak = max(self.peak, self.live)
@@ -186,6 +188,7 @@ def run(args) -> dict[str, Any]:
             times = run_interleaved(runs, args.rounds, warmup=args.small)
             print(f"llama-shaped times at 1 block: {times}", flush=True)
             del model, batches, opt
+
     def at_32(values: dict[int, float]) -> tuple[float, float]:  # (per block, at 32 blocks) from 1 and 2 blocks
         return values[2] - values[1], values[1] + 31 * (values[2] - values[1])
 

@@ -26,8 +26,8 @@ class LaplaceConfig:
     """Curvature structure (structures.STRUCTURES): 'kfac' (Kronecker factors per linear map) or 'diag' (exact GGN diagonal)."""
     stream_above: int | None = 1024
     """K-FAC factors of dimension above this are accumulated low-rank while streaming over the pairs (top low_rank + oversample eigenpairs and the exact trace: O(d k) memory, no d x d matrix); None: always dense."""
-    oversample: int = 16
-    """Extra eigenpairs a streamed factor keeps while accumulating (the top low_rank are kept at the end)."""
+    oversample: int = 8
+    """Extra eigenpairs a streamed factor keeps while accumulating (the top low_rank are kept at the end); more is more accurate, each costs d float32 per factor."""
     subsample: float = 1.0
     """Curvature from a random subset of the pairs, rescaled to all of them: a fraction in (0, 1], or a whole number of pairs (> 1)."""
     subsample_seed: int = 0

@@ -131,7 +131,7 @@ class KFACAccumulator:
 
     def __init__(self, d_out: int, d_in: int, mode: str = "pair", device: torch.device | None = None,
                  dtype: torch.dtype = torch.float64, low_rank: int | None = None,
-                 stream_above: int | None = None, oversample: int = 16):
+                 stream_above: int | None = None, oversample: int = 8):
         if mode not in KFAC_MODES:
             raise ValueError(f"kfac mode must be one of {KFAC_MODES}, got {mode!r}")
         self.mode, self.low_rank = mode, low_rank

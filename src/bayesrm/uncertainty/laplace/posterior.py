@@ -56,7 +56,7 @@ class LaplaceLoRA:
         *,
         structure: str = "kfac",
         stream_above: int | None = 1024,
-        oversample: int = 16,
+        oversample: int = 8,
         subsample: float = 1.0,
         subsample_seed: int = 0,
     ):
