@@ -3,19 +3,25 @@
 Methods, on the same prompts and settings (T = 1, no top-k / top-p, the same stop tokens), at
 batch 64 and 256 (samples of several prompts share a batch):
 
-- ``sampler fp32 (before)``  today's baseline: the sampler with the float64 five-pass sampling rule
-                              it used before the two-level CDF (restored here by patching);
-- ``sampler fp32``, ``sampler bf16``  ``PolicySampler`` with ``dtype`` fp32 / bf16;
+- ``sampler fp32 (today)``    the baseline: the sampler as of 2026-12-02 02:30 in fp32 (the model's
+                              sdpa attention, all rows sampled at once, a fresh bf16 copy per call:
+                              restored by ``attention="model"`` and patches);
+- ``sampler bf16 (today)``    the same in bf16;
+- ``sampler bf16 (new)``      the defaults now: bf16, grouped decode attention, rows sampled in chunks of 32,
+                              the bf16 copy of the model reused while its weights are unchanged;
+- ``sampler fp32 (before)``   (``--methods``) the 2026-12-01 sampler: float64 five-pass sampling rule;
 - ``HF generate fp32``        ``model.generate`` on the same rows, a fresh GenerationConfig;
 - ``vLLM``                    when vllm is installed and a CUDA device is present.
 
 Runs are interleaved and repeated (A B C D A B C D ...); the table shows each method's median
 tok/s, its median tokens per CPU-second (one thread: the rate on a core of its own, which stays
 meaningful on a shared, loaded machine where wall time mostly measures the scheduler) and its
-median ratio (with range over repeats) to ``sampler fp32 (before)`` of the same repeat, in CPU time. Fidelity: the mean log-prob per token (stop token included) of each method's samples
-under the fp32 model, with a standard error clustered by sequence; a method matches the fp32
-distribution when it differs from ``sampler fp32`` by less than 2 standard errors (of the
-difference). Run on the embedded SmolLM2-135M-Instruct:
+median ratio (with range over repeats) to ``sampler fp32 (today)`` of the same repeat, in CPU
+time. Fidelity: the mean log-prob per token (stop token included) of each method's samples under
+the fp32 model, with a standard error clustered by sequence (the fp32 sampler's own returned
+log-probs are those of the fp32 model); a method matches the fp32 distribution when it differs
+from ``sampler fp32 (today)`` by less than 2 standard errors (of the difference). Run on the
+embedded SmolLM2-135M-Instruct:
 
     python benchmarks/generation_throughput.py [--new-tokens 32] [--repeats 2] [--batches 64 256]
 """
@@ -23,6 +29,7 @@ difference). Run on the embedded SmolLM2-135M-Instruct:
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 from typing import Callable
@@ -31,12 +38,14 @@ import torch
 from transformers import GenerationConfig
 
 import bayesrm.generation.decoding as decoding
+import bayesrm.generation.sampler as sampler_module
 from bayesrm.data.prompts import chitchat_prompts
 from bayesrm.generation import PolicySampler, SamplingConfig
 from bayesrm.generation.prompting import encode_prompt, stop_token_ids
 from bayesrm.models.policy import load_policy
 
 Rows = list[tuple[list[int], list[int]]]  # per sample: (prompt ids, generated ids with the stop token)
+BASELINE = "sampler fp32 (today)"
 
 
 def legacy_sample_with_logprobs(logits, uniforms, temperature=1.0, top_k=0, top_p=1.0):
@@ -45,10 +54,13 @@ def legacy_sample_with_logprobs(logits, uniforms, temperature=1.0, top_k=0, top_
     return tokens, torch.zeros(tokens.shape)
 
 
-def run_sampler(model, tok, prompts, n, batch, new_tokens, dtype, legacy=False) -> tuple[int, float, float, Rows]:
-    config = SamplingConfig(max_new_tokens=new_tokens, batch_size=batch, dtype=dtype, seed=0)
+def run_sampler(model, tok, prompts, n, batch, new_tokens, dtype, version="new") -> tuple[int, float, float, Rows, list]:
+    """version: new (today's defaults) | today (attention "model", no row chunks) | before (also the float64 rule)."""
+    attention = "grouped" if version == "new" else "model"
+    config = SamplingConfig(max_new_tokens=new_tokens, batch_size=batch, dtype=dtype, seed=0, attention=attention)
     sampler = PolicySampler(model, tok, "smollm2", config)  # no cache: every call generates
     captured: Rows = []
+    logprobs: list[list[float]] = []
     inner = sampler.backend.generate
     cpu = [0.0]
 
@@ -58,20 +70,24 @@ def run_sampler(model, tok, prompts, n, batch, new_tokens, dtype, legacy=False) 
         cpu[0] += time.process_time() - c0
         captured.extend((list(prompt_ids[r]), list(g.token_ids) + ([g.stop_id] if g.finished else []))
                         for r, g in zip(rows, gens))
+        logprobs.extend(list(g.logprobs) for g in gens)
         return gens
 
     sampler.backend.generate = generate
-    original = decoding.sample_with_logprobs
-    if legacy:
+    original, chunk, cast = decoding.sample_with_logprobs, decoding._ROW_CHUNK, sampler_module.model_in_dtype
+    if version == "before":
         decoding.sample_with_logprobs = legacy_sample_with_logprobs
+    if version != "new":  # all rows sampled at once, a fresh bf16 copy at every call
+        decoding._ROW_CHUNK = 1 << 30
+        sampler_module.model_in_dtype = functools.partial(cast, reuse=False)
     try:
         sampler.sample_records(prompts, n, progress=False)
     finally:
-        decoding.sample_with_logprobs = original
-    return sampler.stats.tokens, sampler.stats.seconds, cpu[0], captured
+        decoding.sample_with_logprobs, decoding._ROW_CHUNK, sampler_module.model_in_dtype = original, chunk, cast
+    return sampler.stats.tokens, sampler.stats.seconds, cpu[0], captured, logprobs
 
 
-def run_generate(model, tok, prompts, n, batch, new_tokens, seed) -> tuple[int, float, float, Rows]:
+def run_generate(model, tok, prompts, n, batch, new_tokens, seed) -> tuple[int, float, float, Rows, list]:
     eos = stop_token_ids(model, tok)
     encoded = [encode_prompt(tok, p) for p in prompts for _ in range(n)]
     gen_cfg = GenerationConfig(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, max_new_tokens=new_tokens,
@@ -92,13 +108,16 @@ def run_generate(model, tok, prompts, n, batch, new_tokens, seed) -> tuple[int, 
             cut = next((i + 1 for i, t in enumerate(row) if t in eos), len(row))
             captured.append((context, row[:cut]))
             tokens += cut
-    return tokens, seconds, cpu, captured
+    return tokens, seconds, cpu, captured, []
 
 
-def fp32_logprobs(model, tok, rows: Rows, batch: int = 8) -> tuple[float, float, int]:
-    """(mean log-prob per token, its standard error clustered by sequence, tokens) under the fp32 model."""
+def fp32_logprobs(model, tok, rows: Rows, batch: int = 8, known: list | None = None) -> tuple[float, float, int]:
+    """(mean log-prob per token, its standard error clustered by sequence, tokens) under the fp32 model;
+    ``known``: the per-token fp32 log-probs of each row already (the fp32 sampler's), no forward pass."""
     sums, lengths = [], []
-    for start in range(0, len(rows), batch):
+    if known:
+        sums, lengths = [sum(lp) for lp in known], [len(r) for _, r in rows]
+    for start in range(0, len(rows) if not known else 0, batch):
         seqs = [c + r for c, r in rows[start : start + batch]]
         width = max(len(s) for s in seqs)
         ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs])
@@ -118,9 +137,11 @@ def fp32_logprobs(model, tok, rows: Rows, batch: int = 8) -> tuple[float, float,
 
 def methods(model, tok, args) -> dict[str, Callable]:
     out = {
-        "sampler fp32 (before)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32", legacy=True),
-        "sampler fp32": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32"),
-        "sampler bf16": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "bf16"),
+        BASELINE: lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32", "today"),
+        "sampler bf16 (today)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "bf16", "today"),
+        "sampler bf16 (new)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "bf16", "new"),
+        "sampler fp32 (new)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32", "new"),
+        "sampler fp32 (before)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32", "before"),
         "HF generate fp32": lambda p, n, b, rep: run_generate(model, tok, p, n, b, args.new_tokens, seed=rep),
     }
     try:
@@ -132,7 +153,7 @@ def methods(model, tok, args) -> dict[str, Callable]:
             from bayesrm.models.policy import resolve_policy
 
             llm = LLM(model=resolve_policy("smollm2"), dtype="bfloat16", seed=0)
-            out["vLLM bf16"] = lambda p, n, b, rep: run_sampler(llm, tok, p, n, b, args.new_tokens, "auto")
+            out["vLLM bf16"] = lambda p, n, b, rep: run_sampler(llm, tok, p, n, b, args.new_tokens, "auto", "today")
     except ImportError:
         print("vLLM not installed: skipped")
     return out
@@ -145,14 +166,15 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--samples-per-prompt", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (CPU-time rates assume 1)")
-    parser.add_argument("--methods", nargs="+", default=None, help="a subset of the method names")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="method names (default: all but 'sampler fp32 (before)' and 'sampler fp32 (new)')")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, tok = load_policy("smollm2")
     todo = methods(model, tok, args)
-    if args.methods:
-        todo = {m: run for m, run in todo.items() if m in args.methods}
-    baseline = "sampler fp32 (before)"
+    wanted = args.methods or [m for m in todo if m not in ("sampler fp32 (before)", "sampler fp32 (new)")]
+    todo = {m: run for m, run in todo.items() if m in wanted}
+    baseline = BASELINE
     print(f"SmolLM2-135M-Instruct, {args.new_tokens} new tokens, T = 1, {args.threads} threads, "
           f"{args.repeats} interleaved repeats; rows per batch = batch size (several prompts per batch)")
     for batch in args.batches:
@@ -161,29 +183,33 @@ def main() -> None:
         wall: dict[str, list[float]] = {m: [] for m in todo}
         rates: dict[str, list[float]] = {m: [] for m in todo}  # tokens per CPU-second
         samples: dict[str, Rows] = {}
+        known: dict[str, list] = {}
         for rep in range(args.repeats):
             for name, run in todo.items():
-                tokens, seconds, cpu, rows = run(prompts, n, batch, rep)
+                tokens, seconds, cpu, rows, logprobs = run(prompts, n, batch, rep)
                 wall[name].append(tokens / seconds)
                 rates[name].append(tokens / cpu)
                 samples.setdefault(name, rows)
+                if name.startswith("sampler fp32") and "before" not in name:
+                    known.setdefault(name, logprobs)
                 print(f"  batch {batch} repeat {rep}: {name:<24} {tokens:6d} tokens  {tokens / seconds:8.1f} tok/s  "
                       f"{tokens / cpu:8.1f} tok/CPU-s", flush=True)
-        ref_name = "sampler fp32" if "sampler fp32" in samples else "sampler fp32 (before)"
-        ref_mean, ref_se, _ = fp32_logprobs(model, tok, samples[ref_name])
+        ref_name = baseline if baseline in samples else next(iter(samples))
+        ref_mean, ref_se, _ = fp32_logprobs(model, tok, samples[ref_name], known=known.get(ref_name))
         print(f"\nbatch {batch} ({len(prompts)} prompts x {n} samples)")
         print(f"| method | tok/s wall (median) | tok/CPU-s (median) | ratio to {baseline}, CPU time (median, range) "
               "| mean log-prob/token under fp32 (SE) | diff / SE |")
         print("|---|---|---|---|---|---|")
         for name in todo:
             ratios = [r / b for r, b in zip(rates[name], rates[baseline])] if baseline in rates else [float("nan")]
-            mean, se, ntok = fp32_logprobs(model, tok, samples[name])
+            mean, se, ntok = fp32_logprobs(model, tok, samples[name], known=known.get(name))
             z = (mean - ref_mean) / (se**2 + ref_se**2) ** 0.5 if name != ref_name else 0.0
             print(f"| {name} | {statistics.median(wall[name]):.1f} | {statistics.median(rates[name]):.1f} | {statistics.median(ratios):.2f} "
                   f"({min(ratios):.2f}-{max(ratios):.2f}) | {mean:.3f} ({se:.3f}, {ntok} tokens) | {z:+.2f} |")
-        if "sampler bf16" in rates and baseline in rates:
-            best = statistics.median([r / b for r, b in zip(rates["sampler bf16"], rates[baseline])])
-            print(f"target: sampler bf16 >= 2x {baseline}: {best:.2f}x -> {'OK' if best >= 2 else 'MISSED'}\n", flush=True)
+        best = "sampler bf16 (new)"
+        if best in rates and baseline in rates:
+            ratio = statistics.median([r / b for r, b in zip(rates[best], rates[baseline])])
+            print(f"target: {best} >= 2x {baseline}: {ratio:.2f}x -> {'OK' if ratio >= 2 else 'MISSED'}\n", flush=True)
 
 
 if __name__ == "__main__":

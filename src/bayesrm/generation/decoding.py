@@ -64,6 +64,7 @@ def row_uniforms(seeds: np.ndarray, step: int) -> np.ndarray:
 
 
 _BLOCK = 256  # vocabulary block of the two-level CDF
+_ROW_CHUNK = 32  # rows sampled together: [32, 49k] float32 is 6 MB (3x faster than 256 rows at once on one core)
 
 
 def sample_next(
@@ -87,8 +88,13 @@ def sample_with_logprobs(
     u, then one within that block. This reads the [R, V] logits about twice instead of the five
     full float64 passes (divide, softmax, cumsum, ...) of the filtered path (5-10x faster at
     V = 49k), and draws the same token up to float32 rounding of exp (relative 1e-7). The
-    log-prob reuses the same max and sum.
+    log-prob reuses the same max and sum. Rows are sampled in chunks of 32 (the same tokens and
+    log-probs as all at once: each row's arithmetic is its own).
     """
+    if logits.shape[0] > _ROW_CHUNK:  # rows are independent: chunks keep the [rows, V] work in cache
+        parts = [sample_with_logprobs(logits[i : i + _ROW_CHUNK], uniforms[i : i + _ROW_CHUNK], temperature, top_k, top_p)
+                 for i in range(0, logits.shape[0], _ROW_CHUNK)]
+        return torch.cat([t for t, _ in parts]), torch.cat([lp for _, lp in parts])
     if temperature == 0:
         tokens = logits.argmax(-1)  # [R]
         return tokens, token_logprobs(logits, tokens, 1.0)
@@ -197,7 +203,7 @@ def generate_rows(
     cache = prefill.past_key_values
     row_index = torch.as_tensor(list(rows), dtype=torch.long, device=device)  # [R]
     cache.batch_select_indices(row_index)
-    logits = prefill.logits[row_index, -1].float()  # [R, V]
+    logits = prefill.logits[row_index, -1]  # [R, V] (cast to float32 per row chunk when sampled)
     mask = mask[row_index]  # [R, P]
     position = positions[row_index, -1]  # [R]
     active = torch.arange(len(rows), device=device)  # [A] output slot of each live row
@@ -231,5 +237,5 @@ def generate_rows(
             logits_to_keep=1,
         )
         cache = step_out.past_key_values
-        logits = step_out.logits[:, -1].float()  # [A, V]
+        logits = step_out.logits[:, -1]  # [A, V]
     return [Generation(tuple(o), s is not None, tuple(lp), s) for o, lp, s in zip(out, logps, stops)]

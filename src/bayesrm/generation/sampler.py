@@ -17,6 +17,7 @@ from typing import Any, Protocol, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from bayesrm.generation.attention import ATTENTIONS, attention_for_sampling
 from bayesrm.generation.cache import Sample, SampleCache, stable_hash
 from bayesrm.generation.decoding import Generation, generate_rows
 from bayesrm.generation.precision import DTYPES, model_in_dtype, resolve_dtype
@@ -43,6 +44,11 @@ class SamplingConfig:
     dtype: str = "auto"
     """Precision of sampling: fp32 | bf16 | auto (bf16 on CUDA and on CPUs with AMX / AVX-512 BF16, else
     fp32; see bayesrm.generation.precision). The resolved dtype is part of the cache key."""
+    attention: str = "grouped"
+    """Attention of the decode steps: grouped (bayesrm.generation.attention: the query heads of each
+    key/value head as one block, two matmuls over the KV cache, no copies; 5-10% faster per bf16
+    step on CPU) | model (the model's own implementation, e.g. sdpa). The same distribution up to
+    float rounding; part of the cache key when not ``model``."""
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -57,15 +63,19 @@ class SamplingConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {', '.join(ATTENTIONS)}, got {self.attention!r}")
 
     def cache_settings(self, dtype: str) -> dict[str, Any]:
         """The settings that change what is sampled: everything but batch_size, with the resolved
-        ``dtype`` (fp32 | bf16) in place of the requested one. fp32 is left out of the key, so
-        caches written before the option existed (all fp32) stay valid."""
+        ``dtype`` (fp32 | bf16) in place of the requested one. fp32 and attention ``model`` are left
+        out of the key, so caches written before these options existed stay valid."""
         settings = asdict(self)
-        del settings["batch_size"], settings["dtype"]
+        del settings["batch_size"], settings["dtype"], settings["attention"]
         if dtype != "fp32":
             settings["dtype"] = dtype
+        if self.attention != "model":
+            settings["attention"] = self.attention
         return settings
 
 
@@ -135,10 +145,11 @@ class TransformersBackend:
         was_training = self.model.training
         self.model.eval()
         try:
-            return generate_rows(
-                model_in_dtype(self.model, self.dtype), prompt_ids, rows, seeds, self.eos_ids, self.pad_id,
-                config.max_new_tokens, config.temperature, config.top_k, config.top_p,
-            )
+            with attention_for_sampling(model_in_dtype(self.model, self.dtype), config.attention) as model:
+                return generate_rows(
+                    model, prompt_ids, rows, seeds, self.eos_ids, self.pad_id,
+                    config.max_new_tokens, config.temperature, config.top_k, config.top_p,
+                )
         finally:
             self.model.train(was_training)
 

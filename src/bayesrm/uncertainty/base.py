@@ -138,5 +138,5 @@ def parse_ensemble_meta(
         if not isinstance(meta.get(key), dict):
             raise CheckpointError(f"{where}: field {key!r} missing or not an object")
     model_config = saved_model_config(meta, source, trust_remote_code)
-    ensemble = EnsembleConfig.from_dict(meta["ensemble"], f"{where}: field 'ensemble'")
+    ensemble = EnsembleConfig.from_dict(meta["ensemble"], f"{where}: ensemble")
     return model_config, ensemble
