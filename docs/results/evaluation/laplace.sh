@@ -1,6 +1,8 @@
 #!/bin/bash
 # Laplace-LoRA on the MAP model, curvature from the first 300 UltraFeedback training pairs (CPU starved; see docs);
 # last-layer Laplace on the MAP model, on all its training pairs (R=/work/runs/cheap for that row).
+# Note: today's `bayesrm laplace` refuses a --max-pairs that differs from the split saved with the model
+# (the map-laplace row predates that check); to redo it, pass the first 300 pairs as their own --data file.
 cd "$(dirname "$0")/../../.."
 R=${R:-runs/evalx}
 export PYTHONPATH=src HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 OMP_NUM_THREADS=1

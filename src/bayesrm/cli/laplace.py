@@ -32,7 +32,7 @@ class LaplaceOptions:
     bootstrap: bool | None = None
     """Ensembles: fit member k on its own bootstrap replicate of the pairs (default: yes when the ensemble was trained with --bootstrap and the pairs are its training split)."""
     out: str | None = None
-    """Output directory of the posterior (default: MODEL-laplace)."""
+    """Output directory of the posterior (default: MODEL-laplace; MODEL-last-layer with --last-layer)."""
     fit_prior: bool | None = None
     """Choose the prior precision by maximising the Laplace evidence (default: yes, unless --prior-precision gives a number)."""
     batch_size: int = 16
