@@ -137,3 +137,13 @@ def test_bf16_copy_is_reused_until_a_weight_changes(gqa_lm):
     assert third is not second and torch.equal(third.lm_head.weight, gqa_lm.lm_head.weight.bfloat16())
     model.model.norm.weight = torch.nn.Parameter(torch.zeros(64))  # a replaced parameter
     assert model_in_dtype(model, "bf16") is not third
+
+
+def test_bf16_copy_of_a_peft_model_is_never_reused(gqa_lm):
+    from peft import LoraConfig, get_peft_model
+
+    model = LlamaForCausalLM(gqa_lm.config).eval()
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    first = model_in_dtype(peft_model, "bf16")
+    with peft_model.disable_adapter():
+        assert model_in_dtype(peft_model, "bf16") is not first
