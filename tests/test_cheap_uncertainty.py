@@ -71,3 +71,51 @@ def test_warm_refuses_models_of_different_layouts(tiny_bert_dir):
         average_reward_models([tiny(tiny_bert_dir, seed=0), tiny(tiny_bert_dir, seed=0, lora_alpha=4)])
     with pytest.raises(ValueError, match="non-negative"):
         average_reward_models([tiny(tiny_bert_dir, seed=0)] * 2, weights=[1.0, -1.0])
+
+
+# ---- trained through the factory ---------------------------------------------------------------
+def _training(tmp_path, sub: str, **kw):
+    from bayesrm.training.trainer import RewardTrainingConfig
+
+    args = dict(output_dir=str(tmp_path / sub), learning_rate=5e-2, per_device_train_batch_size=8, max_steps=4,
+                logging_steps=1, use_cpu=True, seed=3, disable_tqdm=True, save_strategy="no")
+    return RewardTrainingConfig(**{**args, **kw})
+
+
+def test_train_model_warm_averages_members_of_one_init_trained_on_their_own_data_orders(tiny_bert_dir, toy_pairs, tmp_path):
+    from bayesrm.data.schema import PreferencePair
+    from bayesrm.training.trainer import train_reward_model
+    from bayesrm.uncertainty.factory import train_model
+
+    pairs = [PreferencePair(p, c, r) for p, c, r in toy_pairs]
+    config = RewardModelConfig(backbone=str(tiny_bert_dir), lora_r=2, max_length=24)
+    warm = train_model("warm", config, pairs, _training(tmp_path, "warm"), members=2, seed=5)
+    assert isinstance(warm, RewardModel)
+    # by hand: both members start from the init of seed 5; member k trains with trainer seed 3 + k
+    states = []
+    for k in range(2):
+        member = RewardModel.from_config(config, seed=5)
+        train_reward_model(member, pairs, _training(tmp_path, f"hand_{k}", seed=3 + k))
+        states.append(member.saved_state_dict())
+    assert not torch.allclose(states[0]["head.weight"], states[1]["head.weight"])  # data order matters
+    for name, tensor in warm.saved_state_dict().items():
+        torch.testing.assert_close(tensor, (states[0][name] + states[1][name]) / 2, rtol=1e-5, atol=1e-6)
+
+
+def test_train_model_mc_dropout_trains_with_its_dropout(tiny_bert_dir, toy_pairs, tmp_path):
+    from bayesrm.data.schema import PreferencePair
+    from bayesrm.uncertainty.factory import train_model
+    from bayesrm.uncertainty.mc_dropout import MCDropoutConfig
+
+    pairs = [PreferencePair(p, c, r) for p, c, r in toy_pairs]
+    config = RewardModelConfig(backbone=str(tiny_bert_dir), lora_r=2, max_length=24)  # disable_dropout defaults to True
+    point = train_model("map", config, pairs, _training(tmp_path, "map"), seed=1)
+    off = train_model("mc-dropout", config, pairs, _training(tmp_path, "off"), seed=1,
+                      mc_dropout=MCDropoutConfig(samples=3, dropout=0.0))
+    on = train_model("mc-dropout", config, pairs, _training(tmp_path, "on"), seed=1,
+                     mc_dropout=MCDropoutConfig(samples=3, dropout=0.3))
+    assert isinstance(on, MCDropout) and on.config.samples == 3 and on.model.config.disable_dropout is False
+    # dropout 0 trains exactly the MAP model; dropout 0.3 is on during training, so the weights differ
+    torch.testing.assert_close(off.model.saved_state_dict()["head.weight"], point.saved_state_dict()["head.weight"])
+    assert not torch.allclose(on.model.saved_state_dict()["head.weight"], point.saved_state_dict()["head.weight"])
+    assert float(on.score(PROMPTS, RESPONSES).var.min()) > 0

@@ -121,6 +121,30 @@ def test_option_files_are_checked_at_load(pairs_file, tmp_path, capsys):
     assert args.lora_r == 1 and args.max_steps == 3
 
 
+def test_plain_flags_in_option_files_go_through_the_typed_converter(tmp_path):
+    """Flags that are no dataclass field (eval's --batch-size, --part, --shifted, switches) are checked like fields
+    (a file's value is checked even where the command line, or the flag's default, wins)."""
+    from bayesrm.cli.options import parse_with_config
+    from bayesrm.config import ConfigError
+
+    from bayesrm.cli.options import _flag_value, _subcommand_actions
+
+    actions = _subcommand_actions(build_parser(), "eval")
+    got = {k: _flag_value(actions[k], v, k) for k, v in
+           {"batch_size": 8, "part": "validation", "shifted": ["a.jsonl"], "trust_remote_code": True}.items()}
+    assert got == {"batch_size": 8, "part": "validation", "shifted": ["a.jsonl"], "trust_remote_code": True}
+    assert _flag_value(actions["allow_external_paths"], False, "x") is False
+    config = tmp_path / "eval.yaml"
+    for text, message in {"batch_size: '8'\n": "eval.yaml: batch_size: expected int, got str ('8')",
+                          "part: valid\n": "eval.yaml: part: expected one of 'test', 'validation', 'train', 'all'; got 'valid'",
+                          "shifted: a.jsonl\n": "eval.yaml: shifted: expected a list (list[str]), got str",
+                          "allow_external_paths: 'yes'\n": "eval.yaml: allow_external_paths: expected true or false"}.items():
+        config.write_text(text)
+        with pytest.raises(ConfigError) as info:
+            parse_with_config(build_parser(), ["eval", "--model", "m", "--config", str(config)])
+        assert message in str(info.value), (text, str(info.value))
+
+
 def test_score_keeps_output_as_a_deprecated_spelling_of_out():
     args = build_parser().parse_args(["score", "--model", "m", "--input", "i", "--output", "o.jsonl"])
     assert args.output == "o.jsonl" and "out" not in vars(args)

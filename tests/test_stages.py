@@ -152,3 +152,25 @@ def test_rl_resume_with_other_settings_is_refused(tmp_path, tiny_tokenizer_dir):
     with pytest.raises(ValueError, match=r"other settings \(changed: kl_coef, lr\)"):
         rl.trainer(tok, tmp_path / "run", steps=2, algo="rloo", lr=0.5, kl_coef=0.7).resume()
     assert rl.trainer(tok, tmp_path / "run", steps=2, algo="rloo").resume() == 1  # a longer run is the same run
+
+
+def test_more_best_of_n_prompts_extend_the_set_and_keep_the_proxies(tmp_path, tiny_lm_dir, tiny_bert_dir):
+    """More best-of-n prompts rescore the proxies on the extended set but never retrain them; fewer
+    preference prompts do retrain (the pairs' upstream is the preference prompts themselves)."""
+    from bayesrm.scenarios.bon import BoNRunner
+
+    out = tmp_path / "out"
+    BoNRunner(tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir), out, progress=False).run()
+    first = json.loads((out / "prompts.json").read_text())
+    more = tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir, bon__prompts=4)
+    with pytest.raises(StaleOutputError, match=r"stage 'prompts' was made with other settings: changed bon_prompts"):
+        BoNRunner(more, out, progress=False).run()
+    redo = BoNRunner(more, out, progress=False, overwrite=True)
+    redo.run()
+    now = json.loads((out / "prompts.json").read_text())
+    assert now["train"] == first["train"] and now["bon"][:3] == first["bon"] and len(now["bon"]) == 4
+    assert "score map" in redo.timings and "train proxy map" not in redo.timings and "label pairs" not in redo.timings
+    fewer = BoNRunner(tiny_scenario(tmp_path, tiny_lm_dir, tiny_bert_dir, bon__prompts=4, preferences__prompts=5), out,
+                      progress=False, overwrite=True)
+    fewer.run()
+    assert {"label pairs", "train proxy map", "score map"} <= set(fewer.timings)

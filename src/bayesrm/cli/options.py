@@ -225,8 +225,8 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -
 def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
     """Values from an option file (``--config``, see the module doc) fill in what the command line
     left unset. Values are typed YAML, checked against their dataclass field exactly as in a scenario
-    file (``skip_invalid: "false"`` is refused, not true); a plain flag that is no field is converted
-    as its text would be. Errors name the file and the option. Scenario commands (bon, demo, rl)
+    file (``skip_invalid: "false"`` is refused, not true); a plain flag that is no field is checked
+    the same way against the type it stands for (:func:`flag_annotation`). Errors name the file and the option. Scenario commands (bon, demo, rl)
     read their file themselves."""
     config_path = getattr(args, "config", None)
     if not (config_path and getattr(args, "config_holds_options", False)):
@@ -239,7 +239,7 @@ def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> a
         if types_[key] is not None:
             value = convert(types_[key], value, where)  # typed YAML, exactly as in a scenario file
         elif key in actions:
-            value = _coerce(actions[key], value, where)  # a plain flag: converted as its text would be
+            value = _flag_value(actions[key], value, where)  # a plain flag: typed as the field it stands for
         if not given(args, key):
             setattr(args, key, value)
     return args
@@ -262,44 +262,31 @@ def _subcommand_actions(parser: argparse.ArgumentParser, command: str | None) ->
     return {a.dest: a for a in target._actions}
 
 
-def _coerce(action: argparse.Action, value: Any, where: str) -> Any:
-    if action.nargs in ("+", "*") and value is not None:
-        items = value if isinstance(value, list) else [value]
-        if any(v is None or isinstance(v, (dict, list)) for v in items):
-            raise ValueError(f"{where}: expected a list of single values, got {value!r}")
-        return [_coerce_one(action.type or str, v, where) for v in items]
-    return _coerce_one(action.type, value, where)
+def flag_annotation(action: argparse.Action) -> Any:
+    """The field type a plain flag stands for, so that its option-file value goes through the one converter
+    (:func:`bayesrm.config.convert`): a switch is a ``bool``, choices a ``Literal``, ``nargs='+'`` a list."""
+    if action.nargs == 0:  # store_true / store_false / store_const: a switch
+        return bool
+    if action.choices is not None:
+        inner: Any = typing.Literal[tuple(action.choices)]
+    elif action.type is parse_bool:
+        inner = bool
+    elif action.type in (int, float):
+        inner = action.type
+    else:
+        inner = str  # text, or the text a custom parser reads
+    return list[inner] if action.nargs in ("+", "*") else inner
 
 
-def _coerce_one(kind: Any, value: Any, where: str) -> Any:
-    if kind is None or value is None:
+def _flag_value(action: argparse.Action, value: Any, where: str) -> Any:
+    """An option-file value of a plain flag: typed as :func:`flag_annotation` says, then read by the flag's own parser."""
+    value = convert(flag_annotation(action), value, where)
+    if action.nargs == 0:  # a switch: what giving it (or not) stores
+        return action.const if value else action.default
+    parse = action.type
+    if parse is None or parse in (int, float, str, parse_bool) or action.choices is not None:
         return value
-    if getattr(kind, "inner", None) is not None:  # an optional option: 'none' / null, or its value
-        return None if isinstance(value, str) and value.lower() in {"none", "null"} else _coerce_one(kind.inner, value, where)
-    if kind is _parse_bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return _parse_bool(value)
-            except argparse.ArgumentTypeError as err:
-                raise ValueError(f"{where}: {err}") from None
-        raise ValueError(f"{where}: expected true/false, got {value!r}")
-    if kind in (int, float):
-        ok = isinstance(value, (int, str)) or (kind is float and isinstance(value, float))
-        if isinstance(value, bool) or not ok:
-            raise ValueError(f"{where}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}")
-        try:
-            return kind(value)
-        except ValueError:
-            raise ValueError(f"{where}: expected {'a whole number' if kind is int else 'a number'}, got {value!r}") from None
-    if kind is str:
-        if isinstance(value, (dict, list)):
-            raise ValueError(f"{where}: expected a single value, got {type(value).__name__}")
-        return str(value)
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"{where}: expected a single value, got {value!r}")
     try:
-        return kind(str(value))
-    except (argparse.ArgumentTypeError, ValueError) as err:
-        raise ValueError(f"{where}: {err}") from None
+        return [parse(v) for v in value] if isinstance(value, list) else parse(value)
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as err:
+        raise ConfigError(f"{where}: {err}") from None

@@ -1,4 +1,4 @@
-"""`bayesrm train`: train a reward model (MAP or an ensemble) on preference data, save it, evaluate it."""
+"""`bayesrm train`: train a reward model (MAP, an ensemble, WARM or MC dropout) on preference data, save it, evaluate it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from bayesrm.models.reward_model import RewardModelConfig
 from bayesrm.training.trainer import RewardTrainingConfig
 from bayesrm.uncertainty.base import EnsembleConfig
 from bayesrm.uncertainty.factory import Method
+from bayesrm.uncertainty.mc_dropout import MCDropoutConfig
 
 TRAINING_OPTIONS = [
     "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
@@ -29,7 +30,7 @@ class TrainOptions:
     """What to train and where it goes."""
 
     method: Method = "map"
-    """map (one LoRA reward model) | heads (shared backbone, K heads) | lora-ensemble (K LoRA members, one batched pass) | two-stage (heads, then a LoRA ensemble on the tuned backbone) | independent (K separately trained models)."""
+    """map (one LoRA reward model) | heads (shared backbone, K heads) | lora-ensemble (K LoRA members, one batched pass) | two-stage (heads, then a LoRA ensemble on the tuned backbone) | independent (K separately trained models) | warm (K models from one init, data orders seed..seed+K-1, weights averaged into one) | mc-dropout (trained and scored with dropout on, --samples passes)."""
     out: str = "runs/reward_model"
     """Output directory: model/ (with the data and split options in its config.json), metrics.json, reliability.png."""
     batch_size: int = 32
@@ -40,7 +41,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="Train a reward model on preference data.", description=__doc__)
     add_config_options(p)
     add_dataclass_options(p, TrainOptions, title="method and output")
-    add_dataclass_options(p, EnsembleConfig, exclude=("seed",), title="ensemble (seeded by --seed)")
+    add_dataclass_options(p, EnsembleConfig, exclude=("seed",), title="ensemble and warm (seeded by --seed)")
+    add_dataclass_options(p, MCDropoutConfig, exclude=("seed",), title="MC dropout (--method mc-dropout; masks seeded by --seed)")
     add_data_options(p)
     add_dataclass_options(p, RewardModelConfig, title="reward model")
     add_dataclass_options(p, RewardTrainingConfig, only=TRAINING_OPTIONS, title="training")
@@ -67,10 +69,11 @@ def run(args: argparse.Namespace) -> int:
     training = build_dataclass(RewardTrainingConfig, args, output_dir=str(out / "checkpoints"),
                                eval_strategy="epoch" if data.validation_fraction > 0 else "no")
     ensemble: EnsembleConfig = build_dataclass(EnsembleConfig, args, seed=training.seed)
+    mc: MCDropoutConfig = build_dataclass(MCDropoutConfig, args, seed=training.seed)
     trained = to_mapping(training, changed_only=True)
     trained.pop("output_dir", None)
     settings = {"method": opts.method, "model": to_mapping(rm_config), "data": to_mapping(data), "training": trained,
-                "ensemble": to_mapping(ensemble)}
+                "ensemble": to_mapping(ensemble), **({"mc_dropout": to_mapping(mc)} if opts.method == "mc-dropout" else {})}
     resuming = claim_run(out, "train", settings, overwrite=getattr(args, "overwrite", False), resume=bool(resume),
                          cleanup=[out / "model", out / "checkpoints", out / "metrics.json", out / "reliability.png"])
     if resuming or isinstance(resume, str):
@@ -83,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     model = train_model(opts.method, rm_config, splits["train"], training, members=ensemble.members,
                         diversity=ensemble.diversity, top_layers=ensemble.top_layers, seed=ensemble.seed,
                         bootstrap=ensemble.bootstrap, eval_pairs=splits["validation"] or None,
-                        resume=resume if isinstance(resume, str) else resuming)
+                        resume=resume if isinstance(resume, str) else resuming, mc_dropout=mc)
     seconds = time.perf_counter() - start
     model.save_pretrained(out / "model")
     save_data_options(out / "model", data)

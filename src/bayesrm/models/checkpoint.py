@@ -18,14 +18,11 @@ checkpoint directory unless the caller passes ``allow_external_paths=True``.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-import types
-import typing
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,6 +30,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
+
+from bayesrm.config import from_mapping
 
 FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
@@ -224,48 +223,13 @@ def _header_metadata(raw: bytes) -> dict[str, str]:
 
 
 # ---- typed config sections ------------------------------------------------------------------
-def _matches(value: Any, hint: Any) -> bool:
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, arm) for arm in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if origin is list:
-        (inner,) = typing.get_args(hint) or (Any,)
-        return isinstance(value, list) and all(_matches(v, inner) for v in value)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if origin is typing.Literal:
-        return any(value == arm and type(value) is type(arm) for arm in typing.get_args(hint))
-    return True
-
-
 def config_from_meta(cls: type, data: Any, where: str) -> Any:
-    """A dataclass config from a checkpoint's JSON section, checking keys and types; errors name ``where``."""
+    """A dataclass config from a checkpoint's JSON section, checked by :func:`bayesrm.config.from_mapping`
+    (the one typed conversion: keys, types, the class's own checks); errors are CheckpointErrors naming ``where``,
+    e.g. ``m/config.json: model.lora_r: expected int, got str ('8')``."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: expected an object, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise CheckpointError(f"{where}: unknown field(s) {unknown}")
-    for key, value in data.items():
-        if not _matches(value, hints[key]):
-            hint = getattr(hints[key], "__name__", None) or str(hints[key])
-            raise CheckpointError(f"{where}: field {key!r} must be {hint}, got {value!r}")
     try:
-        return cls(**data)
-    except (TypeError, ValueError) as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"{where}: {err}") from err
+        return from_mapping(cls, data, where)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err

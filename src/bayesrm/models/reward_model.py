@@ -78,10 +78,10 @@ def pool_hidden(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str
 
 def saved_model_config(meta: dict[str, Any], directory: str | Path, trust_remote_code: bool = False) -> RewardModelConfig:
     """The ``model`` section of a checkpoint's config.json, typed, with the caller's ``trust_remote_code``."""
-    where = f"{Path(directory) / 'config.json'}: field 'model'"
+    path = Path(directory) / "config.json"
     if "model" not in meta:
-        raise CheckpointError(f"{where} missing")
-    return replace(RewardModelConfig.from_dict(meta["model"], where), trust_remote_code=trust_remote_code)
+        raise CheckpointError(f"{path}: field 'model' missing")
+    return replace(RewardModelConfig.from_dict(meta["model"], f"{path}: model"), trust_remote_code=trust_remote_code)
 
 
 class RewardModel(nn.Module):

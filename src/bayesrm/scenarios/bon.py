@@ -17,7 +17,6 @@ so curves of different proxies share one scale.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 import time
@@ -25,26 +24,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
-
 from bayesrm.config import to_mapping
 from bayesrm.data.schema import PreferencePair
 from bayesrm.fileio import atomic_write_text
 from bayesrm.scenarios.config import ProxyConfig, ScenarioConfig
+from bayesrm.scenarios.gold_scores import cached_judge_scores
+from bayesrm.scenarios.proxies import train_proxy
 from bayesrm.scenarios.stages import StageRecords, fingerprint, judge_identity, safe_name
-from bayesrm.scenarios.summary import write_summary
+from bayesrm.scenarios.summary import proxy_report_settings, sigma_gold_section, write_summary
+from bayesrm.scenarios.two_property import two_property_section
 from bayesrm.types import RewardPrediction
-
-
-def judge_fingerprint(judge: Any) -> str:
-    """The judge's name, plus a hash of its weights file for a reward-model judge."""
-    import hashlib
-
-    name = str(getattr(judge, "name", type(judge).__name__))
-    weights = Path(getattr(judge, "path", "")) / "model.safetensors"
-    if getattr(judge, "path", None) and weights.is_file():
-        name += ":" + hashlib.blake2b(weights.read_bytes(), digest_size=8).hexdigest()
-    return name
 
 
 class BoNRunner:
@@ -162,7 +151,9 @@ class BoNRunner:
         settings = {"policy": c.policy, "sampling": to_mapping(c.sampling), "samples_per_prompt": c.preferences.samples_per_prompt,
                     "label_temperature": c.preferences.label_temperature, "label_noise": c.preferences.label_noise,
                     "seed": c.seed, "gold": judge_identity(gold_judge), "sign": sign}
-        _, fresh = self.stages.fresh(f"pairs{tag}", settings, [self.stages.fingerprint_of("prompts")], [path])
+        # upstream: the preference prompts themselves, not the whole prompt stage, so that more best-of-n or
+        # selection prompts (which extend those sets) leave the pairs and the proxies trained on them fresh
+        _, fresh = self.stages.fresh(f"pairs{tag}", settings, [fingerprint({"train_prompts": train_prompts})], [path])
         if not fresh:
             samples = self.samples(train_prompts, c.preferences.samples_per_prompt, "preference data")
             with self.stage("label pairs"):
@@ -182,37 +173,8 @@ class BoNRunner:
         return train, list(split.test)
 
     def judge_scores(self, judge: Any, prompts: list[str], responses: list[str], chunk: int = 256) -> RewardPrediction:
-        """Gold scores of (prompt, response) pairs through a per-text cache beside the samples
-        (``<cache_dir>/gold/<judge>.jsonl``, keyed by the judge's fingerprint and each text), so every run,
-        seed and stage that shares a sample cache scores a text with an expensive gold only once, and an
-        interrupted scoring resumes. Written in chunks of ``chunk`` texts."""
-        from bayesrm.generation.cache import slugify, stable_hash
-
-        fp = judge_fingerprint(judge)
-        path = self.cache_dir / "gold" / f"{slugify(fp)}.jsonl"
-        known: dict[str, float] = {}
-        if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                    known[rec["key"]] = float(rec["score"])
-                except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                    continue  # a line cut short by a crash: rescored below
-        keys = [stable_hash([p, r]) for p, r in zip(prompts, responses)]
-        todo, seen = [], set()
-        for i, k in enumerate(keys):
-            if k not in known and k not in seen:  # one index per distinct text
-                seen.add(k)
-                todo.append(i)
-        if todo:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            for start in range(0, len(todo), chunk):
-                idx = todo[start : start + chunk]
-                got = judge.score([prompts[i] for i in idx], [responses[i] for i in idx], batch_size=32, progress=self.progress).mean
-                with open(path, "a", encoding="utf-8") as f:
-                    f.write("".join(json.dumps({"key": keys[i], "score": float(v)}) + "\n" for i, v in zip(idx, got.tolist())))
-                known.update((keys[i], float(v)) for i, v in zip(idx, got.tolist()))
-        return RewardPrediction.point(torch.tensor([known[k] for k in keys], dtype=torch.float32))
+        """Gold scores through the per-text cache beside the samples (see :mod:`bayesrm.scenarios.gold_scores`)."""
+        return cached_judge_scores(judge, prompts, responses, self.cache_dir, progress=self.progress, chunk=chunk)
 
     # ---- 4. proxies ------------------------------------------------------------------------
     def proxy(self, spec: ProxyConfig, train: list[PreferencePair], valid: list[PreferencePair], tag: str = "") -> Any:
@@ -234,7 +196,10 @@ class BoNRunner:
             scorer = load_scorer(directory / "model")
         else:
             with self.stage(f"train proxy {spec.name}{tag}"):
-                scorer = self._train_proxy(spec, train, tag)
+                # a Laplace proxy's base: done above, so loaded from disk here
+                base = self.proxy(base_spec, train, [], tag) if spec.method == "laplace" else None
+                scorer = train_proxy(c, spec, train, directory, base=base, progress=self.progress, log=self.log,
+                                     label=f"{spec.name}{tag}")
                 scorer.save_pretrained(directory / "model")
         if valid and not (directory / "metrics.json").exists():
             from bayesrm.evaluation.outputs import write_evaluation
@@ -243,27 +208,6 @@ class BoNRunner:
                                        progress=self.progress)
             self.log(f"{spec.name}{tag}: validation accuracy {metrics['accuracy']:.3f}, ECE {metrics['ece']:.3f}")
         return scorer
-
-    def _train_proxy(self, spec: ProxyConfig, train: list[PreferencePair], tag: str) -> Any:
-        from bayesrm.uncertainty.factory import train_model
-
-        c = self.config
-        if spec.method == "laplace":
-            from bayesrm.uncertainty.laplace.posterior import LaplaceLoRA
-
-            base_spec = next(p for p in c.proxies if p.name == spec.base)
-            base = self.proxy(base_spec, train, [], tag)  # already done (see proxy()): loaded from disk
-            laplace = LaplaceLoRA(base, **dataclasses.asdict(spec.laplace))
-            laplace.fit(train, progress=self.progress)
-            if spec.fit_prior:
-                self.log(f"{spec.name}{tag}: prior precision {laplace.optimize_prior_precision():.3g} (max. marginal likelihood)")
-            return laplace
-        training = dataclasses.replace(c.training, seed=c.seed, use_cpu=c.training.use_cpu or not torch.cuda.is_available(),
-                                       output_dir=str(self.out / "proxies" / f"{spec.name}{tag}" / "checkpoints"),
-                                       disable_tqdm=not self.progress)
-        e = spec.ensemble
-        return train_model(spec.method, c.model, train, training, members=e.members, diversity=e.diversity,
-                           top_layers=e.top_layers, seed=c.seed, bootstrap=e.bootstrap)
 
     # ---- 5. scores -------------------------------------------------------------------------
     def bon_samples(self, split: str = "bon") -> tuple[list[str], list[str], list[str]]:
@@ -341,82 +285,17 @@ class BoNRunner:
             pred = preds[spec.name] = self.scores(spec.name, scorer, self.stages.fingerprint_of(f"proxy {spec.name}"))
             with self.stage("curves"):
                 all_curves[spec.name] = self.curves(gold, pred, prompt_ids)
-                make_bon_report(self.out / "bon" / spec.name, all_curves[spec.name], self.settings(), self.timings,
+                make_bon_report(self.out / "bon" / spec.name, all_curves[spec.name], proxy_report_settings(c), self.timings,
                                 seeds={"scenario": c.seed}, baseline="mean", title=f"{c.name}: best-of-n with proxy {spec.name}")
             if c.bon.selection_prompts:
                 sel_ids = self.bon_samples("select")[0]
                 sel_gold = self.scores("gold", gold_judge, fingerprint({"gold": judge_identity(gold_judge)}), split="select", gold=True)
                 select_curves[spec.name] = self.curves(sel_gold, self.scores(spec.name, scorer, self.stages.fingerprint_of(f"proxy {spec.name}"), split="select"), sel_ids)
-        sections = [self.sigma_gold_section(preds, gold)]
+        sections = [sigma_gold_section(self.out, preds, gold)]
         if c.two_property is not None:
-            sections.append(self.two_property(train, valid, gold, prompt_ids))
+            sections.append(two_property_section(self, train, valid, gold, prompt_ids))
         if select_curves:
             from bayesrm.evaluation.report import save_curves
 
             save_curves(self.out / "select_curves.json", {f"{p}/{s}": cv for p, cs in select_curves.items() for s, cv in cs.items()})
         return write_summary(self.out, c, all_curves, proxy_metrics, sections, self.timings, select_curves=select_curves or None)
-
-    def sigma_gold_section(self, preds: dict[str, RewardPrediction], gold: RewardPrediction) -> str:
-        """Markdown: correlation of each proxy's sigma with its error |z(proxy) - z(gold)| on the best-of-n samples."""
-        from bayesrm.evaluation.uncertainty import sigma_gold_correlation
-
-        rows = {name: sigma_gold_correlation(pred.std, pred.mean, gold.mean) for name, pred in preds.items()}
-        atomic_write_text(self.out / "sigma_gold.json", json.dumps(rows, indent=1))
-        fmt = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731 - NaN (point model) as '-'
-        return "\n".join(["## Does sigma track the proxy's error?", "",
-                          "Correlation of each proxy's sigma with |z(proxy) - z(gold)| over all best-of-n samples "
-                          "(z: standardised over the samples; '-': sigma is constant, a point model).", "",
-                          "| proxy | Pearson | Spearman |", "|---|---|---|",
-                          *[f"| {n} | {fmt(r['pearson'])} | {fmt(r['spearman'])} |" for n, r in rows.items()], ""])
-
-    def settings(self) -> dict[str, Any]:
-        c = self.config
-        return {"scenario": c.name, "policy": c.policy, "gold": c.gold, "sampling": json.dumps(to_mapping(c.sampling)),
-                "preference prompts x samples": f"{c.preferences.prompts} x {c.preferences.samples_per_prompt}",
-                "label temperature / noise": f"{c.preferences.label_temperature} / {c.preferences.label_noise}",
-                "best-of-n prompts x N": f"{c.bon.prompts} x {c.bon.n_samples}", "reward model": json.dumps(to_mapping(c.model, changed_only=True)),
-                "training": json.dumps(to_mapping(c.training, changed_only=True)), "proxies": ", ".join(f"{p.name} ({p.method})" for p in c.proxies),
-                "seed": c.seed}
-
-    def summary(self, all_curves: dict[str, dict[str, Any]], proxy_metrics: dict[str, dict[str, float]], sections: list[str]) -> Path:
-        """This run's top-level report (see :func:`write_summary`)."""
-        return write_summary(self.out, self.config, all_curves, proxy_metrics, sections, self.timings)
-
-    # ---- two-property variant --------------------------------------------------------------
-    def two_property(self, train1: list[PreferencePair], valid1: list[PreferencePair], gold1: RewardPrediction, prompt_ids: list[str]) -> str:
-        """Sum of raw rewards vs sum of log-sigmoid transforms (logical AND): P(pick satisfies both)."""
-        from bayesrm.alignment.bon import bon_curves, satisfies_all
-        from bayesrm.evaluation.gold import make_judge
-        from bayesrm.rewards import parse_reward
-
-        c, tp = self.config, self.config.two_property
-        P, N = c.bon.prompts, c.bon.n_samples
-        map_spec = next((p for p in c.proxies if p.method == "map"), ProxyConfig())
-        judge2 = make_judge(tp.gold)
-        train2, valid2 = self.pairs(judge2, sign=tp.sign, tag="_prop2")
-        rm1 = self.proxy(map_spec, train1, valid1)
-        rm2 = self.proxy(map_spec, train2, valid2, tag="_prop2")
-        gold2 = RewardPrediction.point(tp.sign * self.scores("gold_prop2", judge2, fingerprint({"gold": judge_identity(judge2)}), gold=True).mean)
-        r1 = self.scores(map_spec.name, rm1, self.stages.fingerprint_of(f"proxy {map_spec.name}"))
-        r2 = self.scores(f"{map_spec.name}_prop2", rm2, self.stages.fingerprint_of(f"proxy {map_spec.name}_prop2"))
-        both = satisfies_all([gold1.mean.view(P, N), gold2.mean.view(P, N)], tp.thresholds)
-        selections = {"sum of raw rewards": r1.mean + r2.mean}
-        transformed = []
-        for pred in (r1, r2):
-            reward = parse_reward(f"log_sigmoid:q={tp.quantile}")
-            reward.fit(pred, prompt_ids)
-            transformed.append(reward(pred, prompt_ids))
-        selections["sum of log-sigmoid (AND)"] = transformed[0] + transformed[1]
-        curves = {name: bon_curves(sel.view(P, N), gold1.mean.view(P, N), c.bon_ns(), n_boot=c.bon.n_boot, seed=c.seed,
-                                   extra={"p_all": both, "gold2": gold2.mean.view(P, N)})
-                  for name, sel in selections.items()}
-        ns = c.bon_ns()
-        lines = ["## Two properties: logical AND by summed log-sigmoid rewards", "",
-                 f"Gold 1 `{c.gold}` (>= {tp.thresholds[0]}), gold 2 `{tp.gold}` x {tp.sign:g} (>= {tp.thresholds[1]}); "
-                 f"one MAP proxy per property; reference r_ref(x) = per-prompt {tp.quantile} quantile over the N samples.", "",
-                 "P(best-of-n pick satisfies both properties):", "",
-                 "| selection | " + " | ".join(f"n={n}" for n in ns) + " |", "|---" * (len(ns) + 1) + "|"]
-        for name, curve in curves.items():
-            band = curve.stats["p_all"]
-            lines.append(f"| {name} | " + " | ".join(f"{float(m):.3f}" for m in band.mean) + " |")
-        return "\n".join(lines) + "\n"

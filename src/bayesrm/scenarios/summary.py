@@ -15,6 +15,7 @@ import torch
 from bayesrm.config import to_mapping
 from bayesrm.fileio import atomic_write_text
 from bayesrm.scenarios.config import ScenarioConfig
+from bayesrm.types import RewardPrediction
 
 
 def scenario_settings(config: ScenarioConfig) -> dict[str, Any]:
@@ -22,6 +23,32 @@ def scenario_settings(config: ScenarioConfig) -> dict[str, Any]:
     settings = to_mapping(config)
     settings["training"] = to_mapping(config.training, changed_only=True)
     return settings
+
+
+def proxy_report_settings(config: ScenarioConfig) -> dict[str, Any]:
+    """The settings table of a per-proxy best-of-n report (``bon/<proxy>/report.md``), as display strings."""
+    c = config
+    return {"scenario": c.name, "policy": c.policy, "gold": c.gold, "sampling": json.dumps(to_mapping(c.sampling)),
+            "preference prompts x samples": f"{c.preferences.prompts} x {c.preferences.samples_per_prompt}",
+            "label temperature / noise": f"{c.preferences.label_temperature} / {c.preferences.label_noise}",
+            "best-of-n prompts x N": f"{c.bon.prompts} x {c.bon.n_samples}", "reward model": json.dumps(to_mapping(c.model, changed_only=True)),
+            "training": json.dumps(to_mapping(c.training, changed_only=True)), "proxies": ", ".join(f"{p.name} ({p.method})" for p in c.proxies),
+            "seed": c.seed}
+
+
+def sigma_gold_section(out: Path, preds: dict[str, RewardPrediction], gold: RewardPrediction) -> str:
+    """Markdown: correlation of each proxy's sigma with its error |z(proxy) - z(gold)| on the best-of-n samples
+    (also written to ``out/sigma_gold.json``)."""
+    from bayesrm.evaluation.uncertainty import sigma_gold_correlation
+
+    rows = {name: sigma_gold_correlation(pred.std, pred.mean, gold.mean) for name, pred in preds.items()}
+    atomic_write_text(out / "sigma_gold.json", json.dumps(rows, indent=1))
+    fmt = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731 - NaN (point model) as '-'
+    return "\n".join(["## Does sigma track the proxy's error?", "",
+                      "Correlation of each proxy's sigma with |z(proxy) - z(gold)| over all best-of-n samples "
+                      "(z: standardised over the samples; '-': sigma is constant, a point model).", "",
+                      "| proxy | Pearson | Spearman |", "|---|---|---|",
+                      *[f"| {n} | {fmt(r['pearson'])} | {fmt(r['spearman'])} |" for n, r in rows.items()], ""])
 
 
 def run_scenario(

@@ -52,14 +52,53 @@ def _load_pair(directory: Path, tensors_name: str, json_name: str) -> tuple[dict
     return tensors, data
 
 
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer, prefix: str = "") -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    """An optimizer's state without pickle: (``{prefix}{param index}.{slot}`` -> tensor, JSON-able param groups)."""
+    sd = optimizer.state_dict()
+    tensors = {f"{prefix}{idx}.{key}": torch.as_tensor(value) for idx, slots in sd["state"].items() for key, value in slots.items()}
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict[str, Any]],
+                           prefix: str = "", where: str = "optimizer state") -> None:
+    """Inverse of :func:`optimizer_to_tensors` (tensors not starting with ``prefix`` are ignored); a state that does not
+    fit ``optimizer`` is a CheckpointError naming ``where``."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    try:
+        for name, value in tensors.items():
+            if name.startswith(prefix):
+                idx, key = name[len(prefix) :].split(".", 1)
+                state.setdefault(int(idx), {})[key] = value
+        groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in groups]
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{where}: does not fit this run's optimizer ({err})") from err
+
+
+def torch_rng_tensors(prefix: str) -> dict[str, torch.Tensor]:
+    """torch's generator states: ``{prefix}cpu`` and ``{prefix}cuda.{i}`` per visible GPU."""
+    out = {f"{prefix}cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            out[f"{prefix}cuda.{i}"] = s
+    return out
+
+
+def set_torch_rng(tensors: dict[str, torch.Tensor], prefix: str) -> None:
+    """Inverse of :func:`torch_rng_tensors` (the CUDA states only where GPUs are visible)."""
+    torch.random.set_rng_state(tensors[f"{prefix}cpu"])
+    cuda = sorted((k for k in tensors if k.startswith(f"{prefix}cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+
+
 def save_optimizer_state(directory: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any) -> None:
     """optimizer.safetensors (per-parameter state) + optimizer.json (param groups, scheduler state)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    sd = optimizer.state_dict()
-    tensors = {f"{idx}.{key}": torch.as_tensor(value) for idx, slots in sd["state"].items() for key, value in slots.items()}
+    tensors, groups = optimizer_to_tensors(optimizer)
     _atomic_tensors(directory / OPTIMIZER_TENSORS, tensors)
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
     _atomic_json(directory / OPTIMIZER_JSON, {"param_groups": groups, "scheduler": scheduler.state_dict() if scheduler else None})
 
 
@@ -70,13 +109,8 @@ def load_optimizer_state(directory: str | Path, optimizer: torch.optim.Optimizer
         refuse_pickles(directory)
         return False
     tensors, data = _load_pair(directory, OPTIMIZER_TENSORS, OPTIMIZER_JSON)
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in data["param_groups"]]
+    optimizer_from_tensors(optimizer, tensors, data["param_groups"], where=str(directory / OPTIMIZER_JSON))
     try:
-        optimizer.load_state_dict({"state": state, "param_groups": groups})
         if scheduler is not None and data.get("scheduler") is not None:
             scheduler.load_state_dict(data["scheduler"])
     except (KeyError, ValueError, RuntimeError) as err:
@@ -96,10 +130,7 @@ def save_rng_state(directory: str | Path, rank: int | None = None) -> None:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    tensors = {"torch.cpu": torch.random.get_rng_state(), "numpy.keys": torch.from_numpy(np.asarray(keys, dtype=np.int64))}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"torch.cuda.{i}"] = s
+    tensors = {**torch_rng_tensors("torch."), "numpy.keys": torch.from_numpy(np.asarray(keys, dtype=np.int64))}
     version, internal, gauss = random.getstate()
     _atomic_tensors(directory / tensors_name, tensors)
     _atomic_json(directory / json_name, {"python": [version, list(internal), gauss],
@@ -117,10 +148,7 @@ def load_rng_state(directory: str | Path, rank: int | None = None) -> bool:
     random.setstate((version, tuple(internal), gauss))
     kind, pos, has_gauss, cached = data["numpy"]
     np.random.set_state((kind, tensors["numpy.keys"].numpy().astype(np.uint32), pos, has_gauss, cached))
-    torch.random.set_rng_state(tensors["torch.cpu"])
-    cuda = sorted((k for k in tensors if k.startswith("torch.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([tensors[k] for k in cuda])
+    set_torch_rng(tensors, "torch.")
     return True
 
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from bayesrm.data.encoding import PairEncoder
+from bayesrm.data.schema import PreferencePair
 from bayesrm.models.checkpoint import CheckpointError, config_from_meta
 from bayesrm.models.reward_model import RewardModelConfig, saved_model_config
 from bayesrm.models.scoring import score_rewards
@@ -101,11 +102,26 @@ class EnsembleScorer:
             out[:, sel] = counts[:, index[sel] % _BOOTSTRAP_CHUNK]
         return out.to(pair_index.device)
 
+    def bootstrap_replicates(self, pairs: Sequence[PreferencePair]) -> list[list[PreferencePair]] | None:
+        """Member k's bootstrap replicate of the training ``pairs`` (in training order), or None when bootstrap is off.
+
+        The pairs at index i repeated by ``member_weights`` count [k, i]: the data member k was trained on
+        (the weighted loss of a batched ensemble equals the loss on this list).
+        """
+        counts = self.member_weights(torch.arange(len(pairs)))  # [K, N] or None
+        return None if counts is None else [bootstrap_replicate(pairs, row) for row in counts]
+
     def _bootstrap_chunk(self, chunk: int) -> torch.Tensor:
         """[K, CHUNK] Poisson(1) counts for pair indices chunk*CHUNK .. (chunk+1)*CHUNK - 1."""
         gen = torch.Generator().manual_seed(1_000_003 * (self.ensemble.seed + 1) + chunk)
         return torch.poisson(torch.ones(self.num_members, _BOOTSTRAP_CHUNK), generator=gen)
 
+
+def bootstrap_replicate(pairs: Sequence[PreferencePair], counts: torch.Tensor) -> list[PreferencePair]:
+    """Each pair repeated by its bootstrap count (counts [N], whole numbers), in order."""
+    if counts.shape != (len(pairs),):
+        raise ValueError(f"{counts.shape[0] if counts.ndim else 0} counts for {len(pairs)} pairs")
+    return [p for p, c in zip(pairs, counts.long().tolist()) for _ in range(c)]
 
 
 def ensemble_meta(model_config: RewardModelConfig, ensemble: EnsembleConfig, **extra: Any) -> dict[str, Any]:
@@ -122,5 +138,5 @@ def parse_ensemble_meta(
         if not isinstance(meta.get(key), dict):
             raise CheckpointError(f"{where}: field {key!r} missing or not an object")
     model_config = saved_model_config(meta, source, trust_remote_code)
-    ensemble = EnsembleConfig.from_dict(meta["ensemble"], f"{where}: field 'ensemble'")
+    ensemble = EnsembleConfig.from_dict(meta["ensemble"], f"{where}: ensemble")
     return model_config, ensemble

@@ -5,6 +5,8 @@ passes give the RewardPrediction, like the other ensembles. Dropout acts through
 ``nn.Dropout`` modules of the reward model (the backbone's hidden / attention-output dropout and
 LoRA dropout), each set to probability ``dropout``; everything else stays in eval mode.
 Scoring is reproducible: pass t uses the generator seeded with ``seed + t`` for every batch order.
+``bayesrm train --method mc-dropout`` trains the reward model with the same dropout on (the
+backbone's dropout kept, every nn.Dropout at ``dropout``), as Gal & Ghahramani prescribe.
 
     mc = MCDropout(reward_model, samples=16, dropout=0.1)
     pred = mc.score(prompts, responses)      # mean [B], var [B], members [16, B]
@@ -33,7 +35,7 @@ class MCDropoutConfig:
     samples: int = 16
     """T, the number of stochastic forward passes per input (the 'members')."""
     dropout: float = 0.1
-    """Probability set on every nn.Dropout module of the reward model while scoring."""
+    """Probability set on every nn.Dropout module of the reward model while scoring (and training, with --method mc-dropout)."""
     seed: int = 0
     """Seed of the dropout masks (pass t draws from seed + t)."""
 
@@ -42,6 +44,14 @@ class MCDropoutConfig:
             raise ValueError(f"samples must be a positive integer, got {self.samples!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+
+
+def set_dropout(model: nn.Module, p: float) -> list[tuple[nn.Dropout, float]]:
+    """Set every nn.Dropout of ``model`` to probability p; returns (module, old p) to restore."""
+    saved = [(m, m.p) for m in model.modules() if isinstance(m, nn.Dropout)]
+    for m, _ in saved:
+        m.p = float(p)
+    return saved
 
 
 class MCDropout(nn.Module):

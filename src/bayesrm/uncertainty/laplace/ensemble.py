@@ -2,6 +2,14 @@
 
 Member k gives r_k ~ N(mu_k, var_k) (its own Laplace-LoRA posterior); the ensemble predictive is
 the equal-weight mixture:  mean = avg_k mu_k,  var = avg_k var_k + var_k(mu_k)  (ddof=0).
+
+An ensemble trained with bootstrap replicates (``EnsembleConfig.bootstrap``) saw each training pair
+a member-specific number of times; ``fit(pairs, replicates=ensemble.bootstrap_replicates(pairs))``
+fits member k's curvature on exactly its replicate (with multiplicity), as a Laplace approximation
+of the posterior member k was trained towards.
+
+    la = LaplaceEnsemble.from_ensemble(ensemble)
+    la.fit(train_pairs, replicates=ensemble.bootstrap_replicates(train_pairs))  # None: all pairs for every member
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+from bayesrm.data.schema import PreferencePair
 from bayesrm.models.checkpoint import CheckpointError, confined_path, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel
 from bayesrm.types import Prompt, RewardPrediction
@@ -27,6 +36,7 @@ class LaplaceEnsemble:
         if not members:
             raise ValueError("a Laplace ensemble needs at least one member")
         self.posteriors = [m if isinstance(m, LaplaceLoRA) else LaplaceLoRA(m, **laplace_kwargs) for m in members]
+        self.bootstrap = False  # whether member k was fitted on its own replicate (saved in config.json)
 
     @classmethod
     def from_ensemble(cls, ensemble: Any, **laplace_kwargs: Any) -> "LaplaceEnsemble":
@@ -40,10 +50,15 @@ class LaplaceEnsemble:
     def __len__(self) -> int:
         return len(self.posteriors)
 
-    def fit(self, data: PairData, batch_size: int = 16, progress: bool = False) -> "LaplaceEnsemble":
-        """Fit every member's posterior on the same pairs (a list, or a re-iterable loader)."""
-        for la in self.posteriors:
-            la.fit(data, batch_size=batch_size, progress=progress)
+    def fit(self, data: PairData, batch_size: int = 16, progress: bool = False,
+            replicates: Sequence[Sequence[PreferencePair]] | None = None) -> "LaplaceEnsemble":
+        """Fit every member's posterior on the same pairs (a list, or a re-iterable loader), or member k
+        on ``replicates[k]`` (its bootstrap replicate; ``data`` is then ignored)."""
+        if replicates is not None and len(replicates) != len(self):
+            raise ValueError(f"{len(replicates)} bootstrap replicates for {len(self)} members")
+        for k, la in enumerate(self.posteriors):
+            la.fit(data if replicates is None else replicates[k], batch_size=batch_size, progress=progress)
+        self.bootstrap = replicates is not None
         return self
 
     def optimize_prior_precision(self, **kwargs: Any) -> list[float]:
@@ -76,7 +91,8 @@ class LaplaceEnsemble:
             for k, la in enumerate(self.posteriors):
                 la.save_pretrained(staging / f"member_{k}")
 
-        save_checkpoint(directory, self.KIND, {"members": len(self)}, {"prior_precision": lams}, extra=members)
+        meta = {"members": len(self), "bootstrap": self.bootstrap}
+        save_checkpoint(directory, self.KIND, meta, {"prior_precision": lams}, extra=members)
 
     @classmethod
     def from_pretrained(
@@ -87,7 +103,12 @@ class LaplaceEnsemble:
         k = meta.get("members")
         if not isinstance(k, int) or k < 1:
             raise CheckpointError(f"{directory}/config.json: field 'members' must be a positive integer, got {k!r}")
+        bootstrap = meta.get("bootstrap", False)  # absent in checkpoints older than the field
+        if not isinstance(bootstrap, bool):
+            raise CheckpointError(f"{directory}/config.json: field 'bootstrap' must be true or false, got {bootstrap!r}")
         where = f"{Path(directory) / 'config.json'}: members"
-        return cls([LaplaceLoRA.from_pretrained(confined_path(directory, f"member_{i}", where, allow_external_paths), device=device,
-                                                trust_remote_code=trust_remote_code, allow_external_paths=allow_external_paths)
-                    for i in range(k)])
+        out = cls([LaplaceLoRA.from_pretrained(confined_path(directory, f"member_{i}", where, allow_external_paths), device=device,
+                                               trust_remote_code=trust_remote_code, allow_external_paths=allow_external_paths)
+                   for i in range(k)])
+        out.bootstrap = bootstrap
+        return out

@@ -5,8 +5,9 @@ Immer et al. 2021; laplace-torch's ``log_marginal_likelihood``):
 
     log p(D | lambda) ~= log p(D | phi_MAP) - lambda/2 ||phi_MAP||^2 + P/2 log lambda - 1/2 log det(H + lambda I)
 
-log det(H + lambda I) = sum over the K-FAC eigenvalues h (products of the two factors' eigenvalues,
-with the multiplicities of the low-rank remainders) of log(h + lambda).
+log det(H + lambda I) = sum over the curvature's eigenvalues h of log(h + lambda), from each block's
+``eigen_grid()`` (K-FAC: products of the two factors' eigenvalues, with the multiplicities of the
+low-rank remainders; diagonal: the diagonal).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from typing import Sequence
 
 import torch
 
-from bayesrm.uncertainty.laplace.kfac import KroneckerBlock
+from bayesrm.uncertainty.laplace.structures import CurvatureBlock
 
 
-def logdet_posterior_precision(blocks: Sequence[KroneckerBlock], prior_precision: float) -> float:
-    """log det(H + lambda I) with H block-diagonal over the linear maps, each G (x) A."""
+def logdet_posterior_precision(blocks: Sequence[CurvatureBlock], prior_precision: float) -> float:
+    """log det(H + lambda I) with H block-diagonal over the linear maps."""
     total = 0.0
     for block in blocks:
         for vals, mult in block.eigen_grid():
@@ -30,7 +31,7 @@ def logdet_posterior_precision(blocks: Sequence[KroneckerBlock], prior_precision
 
 
 def log_marginal_likelihood(
-    blocks: Sequence[KroneckerBlock],
+    blocks: Sequence[CurvatureBlock],
     log_likelihood: float,
     map_sq_norm: float,
     n_params: int,

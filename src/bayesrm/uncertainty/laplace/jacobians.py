@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -135,6 +135,70 @@ def forward_backward(
             a = torch.cat([a, torch.ones_like(a[..., :1])], -1)
         result[block.name] = TokenGrads(a, g)
     return out.detach(), result
+
+
+@contextmanager
+def weights_require_grad(blocks: list[LinearBlock]) -> Iterator[list[torch.Tensor]]:
+    """The blocks' weights (and biases in phi), with requires_grad on for the context."""
+    params = [p for b in blocks for p in ([b.module.weight, b.module.bias] if b.with_bias else [b.module.weight])]
+    before = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield params
+    finally:
+        for p, flag in zip(params, before):
+            p.requires_grad_(flag)
+
+
+def stream_pair_grads(
+    model: nn.Module,
+    blocks: list[LinearBlock],
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    consume: Callable[[torch.Tensor], Callable[[str, TokenGrads], None]],
+) -> torch.Tensor:
+    """Like ``forward_backward(..., pairs=True)`` but each block's TokenGrads are handed to a sink as
+    soon as the backward pass reaches that block, and then dropped: the fit never holds every
+    block's output gradients [2B, T, d_out] (or outputs) at once, so its memory stays that of a
+    training step (the inputs kept are those autograd saves anyway).
+
+    consume(f) is called with the margins f [B] after the forward pass and returns the sink
+    sink(block name, TokenGrads); a block the margin does not depend on gets zero gradients.
+    Returns f [B].
+    """
+    inputs: dict[str, torch.Tensor] = {}
+    out_shapes: dict[str, tuple[torch.Size, torch.dtype]] = {}
+    sink: list[Callable[[str, TokenGrads], None]] = []
+
+    def take(block: LinearBlock, g: torch.Tensor) -> None:
+        a = inputs.pop(block.name)
+        if block.with_bias:
+            a = torch.cat([a, torch.ones_like(a[..., :1])], -1)
+        sink[0](block.name, TokenGrads(a, g.detach()))
+
+    def forward_hook(_m: nn.Module, args: tuple, output: torch.Tensor, block: LinearBlock) -> None:
+        if block.name in inputs:
+            raise RuntimeError(f"{block.name} ran twice in one forward pass; weight sharing is not supported")
+        inputs[block.name], out_shapes[block.name] = args[0].detach(), (output.shape, output.dtype)
+        output.register_hook(lambda g: take(block, g))
+
+    handles = [b.module.register_forward_hook(lambda m, a, o, b=b: forward_hook(m, a, o, b)) for b in blocks]
+    try:
+        with torch.enable_grad(), weights_require_grad(blocks) as params:
+            rewards = model(input_ids, attention_mask)  # [2B]
+            n = rewards.shape[0] // 2
+            f = rewards[:n] - rewards[n:]  # [B]
+            sink.append(consume(f.detach()))
+            torch.autograd.grad(f.sum(), params, allow_unused=True)  # LoRA-sized; pulls the pass through every block
+    finally:
+        for h in handles:
+            h.remove()
+    for block in blocks:
+        if block.name in inputs:  # the margin does not depend on this block
+            shape, dtype = out_shapes[block.name]
+            take(block, torch.zeros(shape, dtype=dtype, device=input_ids.device))
+    return f.detach()
 
 
 def pair_sum(per_row: torch.Tensor) -> torch.Tensor:

@@ -23,86 +23,25 @@ Two ways to form the factors (``KFAC_MODES``), both sums over data (all-reduced 
 
 Each factor is eigendecomposed; a factor larger than ``low_rank`` keeps its top-k eigenpairs and a
 scalar for the rest of its spectrum (the mean of the remaining eigenvalues, so the trace is kept).
+A factor larger than ``stream_above`` is never formed as a d x d matrix: its top eigenpairs are
+updated batch by batch (factors.StreamingFactorSum), so the fit's memory is O(d k) per factor.
 """
 
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
-
-@contextmanager
-def single_threaded(device: torch.device) -> Iterator[None]:
-    """Run a small CPU decomposition on one thread.
-
-    Measured here: eigh of a 384 x 384 matrix takes 44 ms on one thread but about 10 s with two
-    OpenMP threads when the cores are shared with other work (LAPACK's threaded tridiagonal
-    reduction spins). On GPUs this does nothing.
-    """
-    if device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
+from bayesrm.uncertainty.laplace.factors import DenseFactorSum, EigenFactor, StreamingFactorSum, single_threaded
 from bayesrm.uncertainty.laplace.jacobians import TokenGrads, pair_sum
 
+__all__ = ["KFAC_MODES", "EigenFactor", "KFACAccumulator", "KroneckerBlock", "single_threaded"]
+
 KFAC_MODES = ("pair", "expand")
-
-
-@dataclass
-class EigenFactor:
-    """A symmetric PSD d x d matrix as Q diag(vals) Q^T + rest (I - Q Q^T).
-
-    vecs: [d, k] orthonormal top eigenvectors; vals: [k] their eigenvalues (descending);
-    rest: the eigenvalue on the (d - k)-dimensional complement (0 when k = d).
-    """
-
-    vecs: torch.Tensor
-    vals: torch.Tensor
-    rest: float
-    dim: int
-
-    @classmethod
-    def from_matrix(cls, matrix: torch.Tensor, low_rank: int | None = None) -> "EigenFactor":
-        """Eigendecompose (in float64); keep the top ``low_rank`` eigenpairs when d > low_rank."""
-        d = matrix.shape[0]
-        m = matrix.double()
-        with single_threaded(m.device):
-            vals, vecs = torch.linalg.eigh((m + m.T) / 2)  # ascending
-        vals, vecs = vals.flip(0).clamp_min(0.0), vecs.flip(1)
-        k = d if low_rank is None or d <= low_rank else low_rank
-        rest = float((torch.trace(m).clamp_min(0) - vals[:k].sum()).clamp_min(0) / (d - k)) if k < d else 0.0
-        return cls(vecs[:, :k].to(matrix.dtype).contiguous(), vals[:k].to(matrix.dtype).contiguous(), rest, d)
-
-    @property
-    def rank(self) -> int:
-        return self.vals.shape[0]
-
-    @property
-    def n_rest(self) -> int:
-        return self.dim - self.rank
-
-    def dense(self) -> torch.Tensor:
-        """[d, d] the matrix this factor represents (for tests and small factors)."""
-        q = self.vecs
-        eye = torch.eye(self.dim, dtype=q.dtype, device=q.device)
-        return q @ torch.diag(self.vals) @ q.T + self.rest * (eye - q @ q.T)
-
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> "EigenFactor":
-        return EigenFactor(self.vecs.to(device=device, dtype=dtype), self.vals.to(device=device, dtype=dtype), self.rest, self.dim)
-
-    def nbytes(self) -> int:
-        return self.vecs.numel() * self.vecs.element_size() + self.vals.numel() * self.vals.element_size() + 8
 
 
 @dataclass
@@ -153,16 +92,57 @@ class KroneckerBlock:
     def nbytes(self) -> int:
         return self.G.nbytes() + self.A.nbytes()
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.A.vecs.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.A.vecs.device
+
+    def state(self, name: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """(tensors, config.json 'factors' entries) of this block in a posterior checkpoint."""
+        tensors: dict[str, torch.Tensor] = {}
+        meta: dict[str, Any] = {}
+        for side, factor in (("G", self.G), ("A", self.A)):
+            tensors[f"{name}.{side}.vecs"], tensors[f"{name}.{side}.vals"] = factor.vecs, factor.vals
+            meta[f"{name}.{side}"] = {"rest": factor.rest, "dim": factor.dim}
+        return tensors, meta
+
+    @classmethod
+    def from_state(cls, name: str, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> "KroneckerBlock":
+        """Inverse of :meth:`state` (KeyError when an entry is missing)."""
+        sides = {}
+        for side in ("G", "A"):
+            info = meta[f"{name}.{side}"]
+            vecs, vals = tensors[f"{name}.{side}.vecs"], tensors[f"{name}.{side}.vals"]
+            if vecs.ndim != 2 or vals.ndim != 1 or vecs.shape != (int(info["dim"]), vals.shape[0]):
+                raise ValueError(f"{name}.{side}: eigenvectors {tuple(vecs.shape)} and eigenvalues {tuple(vals.shape)} do not fit dim {info['dim']}")
+            sides[side] = EigenFactor(vecs, vals, float(info["rest"]), int(info["dim"]))
+        return cls(G=sides["G"], A=sides["A"])
+
 
 class KFACAccumulator:
-    """Running sums of the K-FAC factors of one linear map over batches of pairs."""
+    """Running sums of the K-FAC factors of one linear map over batches of pairs.
 
-    def __init__(self, d_out: int, d_in: int, mode: str = "pair", device: torch.device | None = None, dtype: torch.dtype = torch.float64):
+    Each side is a :class:`DenseFactorSum`, or a :class:`StreamingFactorSum` (top ``low_rank +
+    oversample`` eigenpairs) when its dimension exceeds ``stream_above`` and ``low_rank`` is set.
+    """
+
+    def __init__(self, d_out: int, d_in: int, mode: str = "pair", device: torch.device | None = None,
+                 dtype: torch.dtype = torch.float64, low_rank: int | None = None,
+                 stream_above: int | None = None, oversample: int = 16):
         if mode not in KFAC_MODES:
             raise ValueError(f"kfac mode must be one of {KFAC_MODES}, got {mode!r}")
-        self.mode = mode
-        self.A = torch.zeros(d_in, d_in, device=device, dtype=dtype)
-        self.G = torch.zeros(d_out, d_out, device=device, dtype=dtype)
+        self.mode, self.low_rank = mode, low_rank
+
+        def side(d: int) -> DenseFactorSum | StreamingFactorSum:
+            if low_rank is not None and stream_above is not None and d > stream_above and d > low_rank + oversample:
+                return StreamingFactorSum(d, low_rank + oversample, device=device)
+            return DenseFactorSum(d, device=device, dtype=dtype)
+
+        self.dtype = dtype
+        self.A, self.G = side(d_in), side(d_out)
         self.norm = torch.zeros((), device=device, dtype=dtype)  # pair: c = sum ||M_n||^2; expand: n_tokens
 
     def update(self, tg: TokenGrads, weights: torch.Tensor, token_mask: torch.Tensor) -> None:
@@ -171,37 +151,46 @@ class KFACAccumulator:
         tg: hooked inputs / margin gradients of the 2B rows (chosen rows, then rejected rows);
         weights: [B] sqrt(p_n (1 - p_n)); token_mask: [2B, T] attention mask of the rows.
         """
-        dt = self.A.dtype
+        dt = self.dtype
         w_rows = torch.cat([weights, weights]).to(dt)  # [2B]
         if self.mode == "pair":
             M = pair_sum(tg.per_example().to(dt)) * weights.to(dt)[:, None, None]  # [B, d_out, d_in]
-            self.A += torch.einsum("noi,noj->ij", M, M)
-            self.G += torch.einsum("noi,npi->op", M, M)
+            for fsum, rows, eq in ((self.A, M, "noi,noj->ij"), (self.G, M.transpose(1, 2), "noi,npi->op")):
+                if fsum.streamed:
+                    fsum.add(rows.reshape(-1, rows.shape[-1]))  # [B d_out, d_in] or [B d_in, d_out]
+                else:
+                    fsum.add_matrix(torch.einsum(eq, M, M))
             self.norm += (M * M).sum()
             return
         a, g = tg.inputs.to(dt), tg.grads.to(dt) * (w_rows[:, None, None] if tg.grads.ndim == 3 else w_rows[:, None])
         if a.ndim == 3:  # [2B, T, d]: keep non-pad tokens only
             keep = token_mask.bool()
             a, g = a[keep], g[keep]  # [n_tok, d]
-        self.A += a.T @ a
-        self.G += g.T @ g
+        self.A.add(a)
+        self.G.add(g)
         self.norm += a.shape[0]
 
     def all_reduce(self) -> None:
         """Sum the factors over processes when torch.distributed is initialised."""
         if dist.is_available() and dist.is_initialized():
-            for t in (self.A, self.G, self.norm):
-                dist.all_reduce(t)
+            self.A.all_reduce()
+            self.G.all_reduce()
+            dist.all_reduce(self.norm)
 
-    def finalize(self, low_rank: int | None, dtype: torch.dtype) -> KroneckerBlock:
-        """Normalise, eigendecompose and (for large factors) truncate."""
+    def finalize(self, low_rank: int | None, dtype: torch.dtype, scale: float = 1.0) -> KroneckerBlock:
+        """Normalise, eigendecompose and (for large factors) truncate; ``scale`` multiplies the
+        curvature (a subsample's sum rescaled to all pairs)."""
         norm = float(self.norm)
         if not math.isfinite(norm):
             raise ValueError("the curvature is not finite (NaN or inf in the model's outputs or gradients)")
         if norm == 0:  # no data, or all gradients zero (e.g. LoRA A while B = 0): the posterior is the prior
-            A, G = self.A, self.G
-        elif self.mode == "pair":
-            A, G = self.A, self.G / norm
+            a_scale, g_scale = 1.0, 1.0
+        elif self.mode == "pair":  # G (x) A = (sum M M^T / c) (x) sum M^T M: the scale goes on A
+            a_scale, g_scale = scale, 1.0 / norm
         else:
-            A, G = self.A / norm, self.G
-        return KroneckerBlock(G=EigenFactor.from_matrix(G, low_rank).to(dtype=dtype), A=EigenFactor.from_matrix(A, low_rank).to(dtype=dtype))
+            a_scale, g_scale = 1.0 / norm, scale
+        return KroneckerBlock(G=self.G.factor(low_rank, g_scale, dtype), A=self.A.factor(low_rank, a_scale, dtype))
+
+    def nbytes(self) -> int:
+        """Bytes of the running sums (what the fit keeps between batches)."""
+        return self.A.nbytes() + self.G.nbytes()

@@ -2,7 +2,8 @@
 Alignment"; Laplace-LoRA, Yang et al. 2023), in the spirit of laplace-torch's API.
 
 Posterior over phi = the LoRA A and B weights (+ the head with ``include_head``):
-    N(phi_MAP, Sigma),  Sigma = (H + lambda I)^-1,  H = K-FAC of the BT GGN (see kfac.py).
+    N(phi_MAP, Sigma),  Sigma = (H + lambda I)^-1,  H = the BT GGN in a structure (structures.py):
+    K-FAC (kfac.py, default) or its diagonal (diag.py), from all pairs or a rescaled subsample.
 
     la = LaplaceLoRA(model, include_head=False, low_rank=16, prior_precision=1.0)
     la.fit(train_pairs)                       # or a loader of {input_ids [2B,T], attention_mask [2B,T]}
@@ -15,25 +16,24 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
-import torch.distributed as dist
-import torch.nn.functional as F
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from bayesrm.data.collator import PreferenceCollator, PreferenceDataset
-from bayesrm.data.schema import PreferencePair
 from bayesrm.models.checkpoint import CheckpointError, config_from_meta, confined_path, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel
 from bayesrm.types import Prompt, RewardPrediction
+from bayesrm.uncertainty.laplace.config import LaplaceConfig
 from bayesrm.uncertainty.laplace.evidence import log_marginal_likelihood, maximize_log_evidence
-from bayesrm.uncertainty.laplace.jacobians import LinearBlock, collect_blocks, forward_backward, per_example_jacobians
-from bayesrm.uncertainty.laplace.kfac import KFAC_MODES, EigenFactor, KFACAccumulator, KroneckerBlock
+from bayesrm.uncertainty.laplace.fitting import PairData, accumulate_curvature
+from bayesrm.uncertainty.laplace.jacobians import LinearBlock, collect_blocks, per_example_jacobians
 from bayesrm.uncertainty.laplace.predictive import functional_variance, sample_perturbation
+from bayesrm.uncertainty.laplace.structures import CurvatureBlock, get_structure
+
+__all__ = ["LaplaceConfig", "LaplaceLoRA", "PairData"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,33 +41,8 @@ MODEL_SUBDIR = "reward_model"
 """The MAP reward model is saved in this subdirectory of a posterior (itself a loadable RM)."""
 
 
-@dataclass
-class LaplaceConfig:
-    """Settings of a Laplace-LoRA posterior (saved in its config.json)."""
-
-    include_head: bool = False
-    """Also treat the scalar head (weight and bias) as Bayesian."""
-    low_rank: int | None = 16
-    """Factors larger than this keep their top-k eigenpairs + one scalar for the rest; None keeps all."""
-    prior_precision: float = 1.0
-    """lambda of the prior N(0, lambda^-1 I); set by optimize_prior_precision or fixed."""
-    kfac: str = "pair"
-    """K-FAC factors: 'pair' (per-pair gradients, default) or 'expand' (per token); see kfac.py."""
-
-    def __post_init__(self) -> None:
-        if self.kfac not in KFAC_MODES:
-            raise ValueError(f"kfac must be one of {KFAC_MODES}, got {self.kfac!r}")
-        if self.low_rank is not None and self.low_rank < 1:
-            raise ValueError(f"low_rank must be >= 1 or None, got {self.low_rank}")
-        if not (self.prior_precision > 0 and math.isfinite(self.prior_precision)):
-            raise ValueError(f"prior_precision must be a positive number, got {self.prior_precision}")
-
-
-PairData = Sequence[PreferencePair] | Iterable[dict[str, torch.Tensor]]
-
-
 class LaplaceLoRA:
-    """K-FAC Laplace posterior over a RewardModel's LoRA weights (+ head); scores like any RewardScorer."""
+    """Laplace posterior (K-FAC or diagonal) over a RewardModel's LoRA weights (+ head); scores like any RewardScorer."""
 
     KIND = "laplace"
 
@@ -78,11 +53,19 @@ class LaplaceLoRA:
         low_rank: int | None = 16,
         prior_precision: float = 1.0,
         kfac: str = "pair",
+        *,
+        structure: str = "kfac",
+        stream_above: int | None = 1024,
+        oversample: int = 16,
+        subsample: float = 1.0,
+        subsample_seed: int = 0,
     ):
+        """Settings as LaplaceConfig (documented there)."""
         self.model = model
-        self.config = LaplaceConfig(include_head, low_rank, float(prior_precision), kfac)
+        self.config = LaplaceConfig(include_head, low_rank, float(prior_precision), kfac, structure, stream_above,
+                                    oversample, float(subsample), subsample_seed)
         self.blocks_list: list[LinearBlock] = collect_blocks(model, include_head)
-        self.curvature: dict[str, KroneckerBlock] = {}
+        self.curvature: dict[str, CurvatureBlock] = {}
         self.log_likelihood: float = float("nan")
         self.n_data: int = 0
 
@@ -119,20 +102,9 @@ class LaplaceLoRA:
             raise RuntimeError("the posterior is not fitted; call fit(pairs) first")
 
     # ---- fitting ---------------------------------------------------------------------------
-    def _pair_batches(self, data: PairData, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-        if isinstance(data, Sequence) and (len(data) == 0 or isinstance(data[0], PreferencePair)):
-            if len(data) == 0:
-                raise ValueError("no preference pairs to fit on")
-            pairs = list(data)
-            if dist.is_available() and dist.is_initialized():  # each process takes its share
-                pairs = pairs[dist.get_rank() :: dist.get_world_size()]
-            dataset = PreferenceDataset(pairs, self.model.encoder)
-            yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=PreferenceCollator(self.model.encoder))
-        else:
-            yield from data  # type: ignore[misc]
-
     def fit(self, data: PairData, batch_size: int = 16, progress: bool = False) -> "LaplaceLoRA":
-        """Accumulate the K-FAC factors of the BT GGN over the data (one forward + backward per batch).
+        """Accumulate the curvature of the BT GGN over the data (one forward + backward per batch;
+        on a subsample of it with ``subsample`` < 1, rescaled to all pairs; see fitting.py).
 
         data: a list of PreferencePair, or batches {input_ids [2B, T], attention_mask [2B, T],
         optional margin [B]} with rows 0..B-1 chosen and B..2B-1 rejected (PreferenceCollator).
@@ -140,30 +112,11 @@ class LaplaceLoRA:
         """
         was_training = self.model.training
         self.model.eval()  # no LoRA dropout
-        acc_dtype = torch.float32 if self.device.type == "mps" else torch.float64
-        accs = {b.name: KFACAccumulator(*b.shape, mode=self.config.kfac, device=self.device, dtype=acc_dtype) for b in self.blocks_list}
-        stats = torch.zeros(2, dtype=acc_dtype, device=self.device)  # [sum log sigmoid(f), n pairs]
-        n_batches = math.ceil(len(data) / batch_size) if isinstance(data, Sequence) and data and isinstance(data[0], PreferencePair) else None
-        for batch in tqdm(self._pair_batches(data, batch_size), desc="laplace fit", disable=not progress, total=n_batches, unit="batch"):
-            ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
-            if ids.shape[0] % 2:
-                raise ValueError(f"a pair batch needs an even number of rows (chosen then rejected), got {ids.shape[0]}")
-            f, hooked = forward_backward(self.model, self.blocks_list, ids, mask, pairs=True)  # f [B]
-            if "margin" in batch:
-                f = f - batch["margin"].to(f)
-            p = torch.sigmoid(f.to(acc_dtype))
-            weights = (p * (1 - p)).sqrt()  # [B]
-            stats += torch.stack([F.logsigmoid(f.to(acc_dtype)).sum(), torch.tensor(float(f.shape[0]), dtype=acc_dtype, device=self.device)])
-            for name, acc in accs.items():
-                acc.update(hooked[name], weights, mask)
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        for acc in accs.values():
-            acc.all_reduce()
-        dtype = self.model.head.weight.dtype
-        self.curvature = {name: acc.finalize(self.config.low_rank, dtype) for name, acc in accs.items()}
-        self.log_likelihood, self.n_data = float(stats[0]), int(stats[1])
-        self.model.train(was_training)
+        try:
+            self.curvature, self.log_likelihood, self.n_data = accumulate_curvature(
+                self.model, self.blocks_list, data, self.config, batch_size=batch_size, progress=progress)
+        finally:
+            self.model.train(was_training)
         return self
 
     # ---- evidence --------------------------------------------------------------------------
@@ -273,10 +226,9 @@ class LaplaceLoRA:
         tensors: dict[str, torch.Tensor] = {}
         factors: dict[str, dict[str, Any]] = {}
         for name, block in self.curvature.items():
-            for side, factor in (("G", block.G), ("A", block.A)):
-                tensors[f"{name}.{side}.vecs"] = factor.vecs
-                tensors[f"{name}.{side}.vals"] = factor.vals
-                factors[f"{name}.{side}"] = {"rest": factor.rest, "dim": factor.dim}
+            block_tensors, block_meta = block.state(name)
+            tensors.update(block_tensors)
+            factors.update(block_meta)
         meta = {
             "laplace": asdict(self.config),
             "factors": factors,
@@ -293,23 +245,23 @@ class LaplaceLoRA:
         trust_remote_code: bool = False, allow_external_paths: bool = False,
     ) -> "LaplaceLoRA":
         meta, tensors = load_checkpoint(directory, cls.KIND, allow_external_paths)
-        config = config_from_meta(LaplaceConfig, meta.get("laplace"), f"{Path(directory) / 'config.json'}: field 'laplace'")
+        config = config_from_meta(LaplaceConfig, meta.get("laplace"), f"{Path(directory) / 'config.json'}: laplace")
         where = f"{Path(directory) / 'config.json'}: field 'reward_model'"
         model_dir = confined_path(directory, meta.get("reward_model", MODEL_SUBDIR), where, allow_external_paths)
         model = RewardModel.from_pretrained(model_dir, device=device, trust_remote_code=trust_remote_code,
                                             allow_external_paths=allow_external_paths)
         la = cls(model, **asdict(config))
         dtype = model.head.weight.dtype
+        structure = get_structure(config.structure)
+        factors = meta.get("factors")
         try:
+            if not isinstance(factors, dict):
+                raise TypeError(f"expected an object, got {type(factors).__name__}")
             for block in la.blocks_list:
-                sides = {}
-                for side in ("G", "A"):
-                    info = meta["factors"][f"{block.name}.{side}"]
-                    vecs, vals = tensors[f"{block.name}.{side}.vecs"], tensors[f"{block.name}.{side}.vals"]
-                    sides[side] = EigenFactor(vecs, vals, float(info["rest"]), int(info["dim"])).to(device, dtype)
-                if (sides["G"].dim, sides["A"].dim) != block.shape:
-                    raise CheckpointError(f"{directory}: factors of {block.name} have shape {(sides['G'].dim, sides['A'].dim)}, the model {block.shape}")
-                la.curvature[block.name] = KroneckerBlock(G=sides["G"], A=sides["A"])
+                curv = structure.load(block.name, tensors, factors).to(device, dtype)
+                if curv.shape != block.shape:
+                    raise CheckpointError(f"{directory}: factors of {block.name} have shape {curv.shape}, the model {block.shape}")
+                la.curvature[block.name] = curv
         except KeyError as err:
             raise CheckpointError(f"{directory}: factors of the posterior are missing {err}") from err
         except (TypeError, ValueError, RuntimeError) as err:
