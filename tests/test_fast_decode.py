@@ -93,6 +93,14 @@ def test_grouped_attention_samples_agree_with_the_models_attention(gqa_lm, token
     tol = 1e-4 if dtype == "fp32" else 0.05
     for a, b in same:
         assert np.allclose(a.logprobs, b.logprobs, atol=tol)
+    if dtype == "fp32":  # and equal the log-probs of one separate full forward pass
+        for prompt, g in [("thanks", got[16]), ("why is the dog sad", got[40])]:
+            ids = tokenizer(prompt)["input_ids"] + list(g.token_ids) + ([g.stop_id] if g.finished else [])
+            n = len(tokenizer(prompt)["input_ids"])
+            with torch.no_grad():
+                logp = gqa_lm(torch.tensor([ids])).logits[0].double().log_softmax(-1)  # [T, V]
+            ref = [logp[n - 1 + t, ids[n + t]].item() for t in range(len(ids) - n)]
+            assert np.allclose(g.logprobs, ref, atol=1e-4)
 
 
 def test_row_chunked_sampling_equals_sampling_all_rows_at_once(monkeypatch):
