@@ -93,6 +93,14 @@ def test_grouped_attention_samples_agree_with_the_models_attention(gqa_lm, token
     tol = 1e-4 if dtype == "fp32" else 0.05
     for a, b in same:
         assert np.allclose(a.logprobs, b.logprobs, atol=tol)
+    if dtype == "fp32":  # and equal the log-probs of one separate full forward pass
+        for prompt, g in [("thanks", got[16]), ("why is the dog sad", got[40])]:
+            ids = tokenizer(prompt)["input_ids"] + list(g.token_ids) + ([g.stop_id] if g.finished else [])
+            n = len(tokenizer(prompt)["input_ids"])
+            with torch.no_grad():
+                logp = gqa_lm(torch.tensor([ids])).logits[0].double().log_softmax(-1)  # [T, V]
+            ref = [logp[n - 1 + t, ids[n + t]].item() for t in range(len(ids) - n)]
+            assert np.allclose(g.logprobs, ref, atol=1e-4)
 
 
 def test_row_chunked_sampling_equals_sampling_all_rows_at_once(monkeypatch):
@@ -137,3 +145,13 @@ def test_bf16_copy_is_reused_until_a_weight_changes(gqa_lm):
     assert third is not second and torch.equal(third.lm_head.weight, gqa_lm.lm_head.weight.bfloat16())
     model.model.norm.weight = torch.nn.Parameter(torch.zeros(64))  # a replaced parameter
     assert model_in_dtype(model, "bf16") is not third
+
+
+def test_bf16_copy_of_a_peft_model_is_never_reused(gqa_lm):
+    from peft import LoraConfig, get_peft_model
+
+    model = LlamaForCausalLM(gqa_lm.config).eval()
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    first = model_in_dtype(peft_model, "bf16")
+    with peft_model.disable_adapter():
+        assert model_in_dtype(peft_model, "bf16") is not first

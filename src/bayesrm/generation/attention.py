@@ -38,10 +38,12 @@ def decode_attention_forward(
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """query [B, H, Q, D], key/value [B, Hkv, T, D], attention_mask bool [B, 1, Q, T] (True = attend)
-    or None -> (output [B, Q, H, D], None). Q > 1, dropout in training or extra options: sdpa."""
+    or None -> (output [B, Q, H, D], None). Q > 1, dropout in training, sliding windows, attention
+    sinks or logit soft-capping: transformers' sdpa function."""
     B, H, Q, D = query.shape
     Hkv = key.shape[1]
-    if Q != 1 or (dropout and module.training) or H % Hkv or kwargs.get("sliding_window") or kwargs.get("s_aux") is not None:
+    special = any(kwargs.get(k) is not None for k in ("sliding_window", "s_aux", "softcap"))  # windows, sinks, soft-capping
+    if Q != 1 or (dropout and module.training) or H % Hkv or special:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
     scale = scaling if scaling is not None else D**-0.5
     q = query.reshape(B, Hkv, H // Hkv, D)  # [B, Hkv, G, D]: the query heads of each key/value head
