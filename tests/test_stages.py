@@ -174,3 +174,16 @@ def test_more_best_of_n_prompts_extend_the_set_and_keep_the_proxies(tmp_path, ti
                       progress=False, overwrite=True)
     fewer.run()
     assert {"label pairs", "train proxy map", "score map"} <= set(fewer.timings)
+
+
+def test_sampling_identity_leaves_out_attention_model_like_the_cache_key():
+    """Stage records made before SamplingConfig.attention existed stay fresh for attention 'model';
+    'grouped' (which can change bf16 samples) is recorded."""
+    from bayesrm.config import to_mapping
+    from bayesrm.generation.sampler import SamplingConfig
+    from bayesrm.scenarios.bon import sampling_identity
+
+    old = {k: v for k, v in to_mapping(SamplingConfig()).items() if k != "attention"}
+    assert sampling_identity(SamplingConfig(attention="model")) == old
+    assert sampling_identity(SamplingConfig(attention="grouped")) == {**old, "attention": "grouped"}
+    assert fingerprint({"sampling": sampling_identity(SamplingConfig(attention="model"))}) == fingerprint({"sampling": old})

@@ -36,6 +36,15 @@ from bayesrm.scenarios.two_property import two_property_section
 from bayesrm.types import RewardPrediction
 
 
+def sampling_identity(sampling: Any) -> dict[str, Any]:
+    """The sampling settings a stage's fingerprint records: attention ``model`` is left out, as in the
+    sample cache key, so runs recorded before that option existed stay fresh."""
+    out = to_mapping(sampling)
+    if out.get("attention") == "model":
+        del out["attention"]
+    return out
+
+
 class BoNRunner:
     """Runs one scenario into ``out_dir``; every stage resumes from what is already there."""
 
@@ -148,7 +157,7 @@ class BoNRunner:
         c = self.config
         path = self.out / f"pairs{tag}.jsonl"
         train_prompts, _ = self.prompts()
-        settings = {"policy": c.policy, "sampling": to_mapping(c.sampling), "samples_per_prompt": c.preferences.samples_per_prompt,
+        settings = {"policy": c.policy, "sampling": sampling_identity(c.sampling), "samples_per_prompt": c.preferences.samples_per_prompt,
                     "label_temperature": c.preferences.label_temperature, "label_noise": c.preferences.label_noise,
                     "seed": c.seed, "gold": judge_identity(gold_judge), "sign": sign}
         # upstream: the preference prompts themselves, not the whole prompt stage, so that more best-of-n or
@@ -222,7 +231,7 @@ class BoNRunner:
         c = self.config
         path = self.out / "scores" / ("" if split == "bon" else split) / f"{name}.safetensors"
         self.prompts()
-        settings = {"policy": c.policy, "sampling": to_mapping(c.sampling), "n_samples": c.bon.n_samples, "scorer": name, "split": split}
+        settings = {"policy": c.policy, "sampling": sampling_identity(c.sampling), "n_samples": c.bon.n_samples, "scorer": name, "split": split}
         stage = f"scores {name}" + ("" if split == "bon" else f" ({split})")
         _, fresh = self.stages.fresh(stage, settings, [self.stages.fingerprint_of("prompts"), source], [path])
         if fresh:
