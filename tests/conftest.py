@@ -32,6 +32,18 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture(scope="module")
+def tokenizer(tiny_tokenizer_dir):
+    """The tiny word tokenizer as the sampling tests use it (eos "</s>", left padding); test modules that need
+    another set-up define their own `tokenizer`."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
+    tok.eos_token = "</s>"
+    tok.padding_side = "left"
+    return tok
+
+
 def make_tiny_tokenizer():
     """A word-level BERT tokenizer over ~100 words (lower-cased; unknown words map to [UNK])."""
     from transformers import BertTokenizer

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 import bayesrm.generation.decoding as decoding
 from bayesrm.generation import PolicySampler, SamplingConfig, generate_rows, sample_with_logprobs
@@ -17,14 +17,6 @@ from bayesrm.generation.decoding import row_uniforms
 from bayesrm.generation.precision import model_in_dtype
 
 PROMPT_IDS = [[7, 8, 9], [20, 21, 22, 23, 24, 25], [30]]  # different lengths: left padding in the batch
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_tokenizer_dir):
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tok.eos_token = "</s>"
-    tok.padding_side = "left"
-    return tok
 
 
 @pytest.fixture(scope="module")

@@ -8,20 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from bayesrm.generation import PolicySampler, SamplingConfig, generate_rows, sample_next
 from bayesrm.generation.sampler import sample_seed
 
 PROMPTS = ["hello how are you", "what do you think of the cat", "thanks", "why is the dog sad"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_tokenizer_dir):
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tok.eos_token = "</s>"
-    tok.padding_side = "left"
-    return tok
 
 
 def _tiny_lm(tokenizer, seed: int = 0) -> LlamaForCausalLM:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from bayesrm.generation import PolicySampler, SamplingConfig, generate_rows
 from bayesrm.generation.precision import cpu_has_fast_bf16, model_in_dtype, resolve_dtype
@@ -14,14 +14,6 @@ from bayesrm.generation.sampler import sample_seed
 
 EOS = 6  # "</s>" in the tiny word vocabulary
 PROMPT_IDS = [[7, 8, 9], [20, 21, 22, 23]]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tiny_tokenizer_dir):
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tok.eos_token = "</s>"
-    tok.padding_side = "left"
-    return tok
 
 
 @pytest.fixture(scope="module")
