@@ -99,14 +99,15 @@ def _markdown(curves: Mapping[str, BoNCurve], info: Mapping[str, Any], N: int, P
     from bayesrm.evaluation.report import gain_table, stat_table
 
     (gold1, gold2), (_, sign2), (t1, t2) = info["gold"], info["sign"], info["thresholds"]
-    acc = ["-" if a is None else f"{a:.3f}" for a in info["proxy_validation_accuracy"]]
+    acc = [_fmt_acc(a) for a in info["proxy_validation_accuracy"]]
     last = {name: {s: float(cv.stats[s].mean[-1]) for s in ("p_all", "p_1", "p_2", "gold", "gold2")} for name, cv in curves.items()}
     lines = ["## Two properties: logical AND by summed log-sigmoid rewards", "",
              f"Property 1: gold `{gold1}` >= {t1:.4g}; property 2: gold `{gold2}` x {sign2:g} >= {t2:.4g} "
              f"(thresholds: {info['thresholds_from']}). One MAP proxy per property, trained on "
              f"{info['train_pairs'][0]} / {info['train_pairs'][1]} pairs labelled by its own gold (held-out accuracy "
              f"{acc[0]} / {acc[1]}). Log-sigmoid reference r_ref(x): the per-prompt {info['quantile']:g} quantile of "
-             f"each proxy's rewards over the prompt's {N} samples. {P} best-of-n prompts; 95% bootstrap bands over prompts.", "",
+             f"each proxy's rewards over the prompt's {N} samples. {P} best-of-n prompts; 95% bootstrap bands over prompts"
+             + (f"; each prompt's estimates averaged over the seeds {info['seeds']} first." if info.get("seeds") else "."), "",
              "P(best-of-n pick satisfies both properties):", "", *stat_table(curves, "p_all"), "",
              f"Paired difference in P(both) against `{RAW}` (`*`: the band excludes 0):", "", *gain_table(curves, RAW, "p_all"), "",
              f"At n = {N}:", "", "| selection | P(both) | P(property 1) | P(property 2) | gold 1 | gold 2 (signed) |",
@@ -117,14 +118,50 @@ def _markdown(curves: Mapping[str, BoNCurve], info: Mapping[str, Any], N: int, P
     return "\n".join(lines) + "\n"
 
 
+def _fmt_acc(a: Any) -> str:
+    if isinstance(a, list):
+        return "(" + ", ".join(_fmt_acc(x) for x in a) + " over the seeds)"
+    return "-" if a is None else f"{a:.3f}"
+
+
+def pool_two_property(seed_dirs: Mapping[int, str | Path], out: str | Path) -> str:
+    """The two-property section pooled over runs with different seeds on the same prompts and samples
+    (each a directory a run with ``two_property`` wrote): two_property_curves.json, two_property.json and
+    two_property.png under ``out``; returns the markdown."""
+    from bayesrm.alignment.bon import average_over_seeds
+    from bayesrm.evaluation.report import load_curves, save_curves
+
+    out = Path(out)
+    runs = {seed: (load_curves(Path(d) / "two_property_curves.json"), json.loads((Path(d) / "two_property.json").read_text()))
+            for seed, d in seed_dirs.items()}
+    first_curves, first_info = next(iter(runs.values()))
+    for seed, (_, info) in runs.items():
+        if info["thresholds"] != first_info["thresholds"] or info["gold"] != first_info["gold"]:
+            raise ValueError(f"seed {seed}: other gold properties or thresholds than seed {next(iter(runs))}; cannot pool")
+    meta = next(iter(first_curves.values())).meta
+    curves = {name: average_over_seeds([c[name] for c, _ in runs.values()], int(meta.get("n_boot", 1000)), int(meta.get("seed", 0)))
+              for name in first_curves}
+    info = {**first_info, "seeds": list(runs), "train_pairs": first_info["train_pairs"],
+            "proxy_validation_accuracy": [[i["proxy_validation_accuracy"][j] for _, i in runs.values()] for j in (0, 1)]}
+    out.mkdir(parents=True, exist_ok=True)
+    save_curves(out / "two_property_curves.json", curves)
+    atomic_write_text(out / "two_property.json", json.dumps(info, indent=1))
+    first = next(iter(curves.values()))
+    plot_two_property(curves, out / "two_property.png", info["gold"][0], f"{info['gold'][1]} x {info['sign'][1]:g}",
+                      info["thresholds"])
+    return _markdown(curves, info, first.n_samples, first.n_prompts)
+
+
 def plot_two_property(curves: Mapping[str, BoNCurve], path: str | Path, name1: str, name2: str, thresholds: list[float]) -> Path:
-    """Three panels against KL: P(both), gold 1 and (signed) gold 2 of the pick, with the bootstrap bands."""
+    """Four panels against KL: P(both), gold 1 and (signed) gold 2 of the pick, with the bootstrap bands over
+    prompts, and each selection's P(both) minus that of the raw sum with its paired band."""
+    from bayesrm.alignment.bon import paired_difference
     from bayesrm.evaluation.plots import PALETTE, figure
 
-    fig, axes = figure(3, width=4.6)
+    fig, axes = figure(4, width=4.3)
     panels = [("p_all", "P(pick satisfies both)", None), ("gold", f"gold 1 of the pick ({name1})", thresholds[0]),
               ("gold2", f"gold 2 of the pick ({name2})", thresholds[1])]
-    for ax, (stat, label, line) in zip(axes, panels):
+    for ax, (stat, label, line) in zip(axes[:3], panels):
         for i, (name, curve) in enumerate(curves.items()):
             band, x, color = curve.stats[stat], curve.kl.numpy(), PALETTE[i % len(PALETTE)]
             style = "-" if name in (RAW, AND) else ":"
@@ -135,6 +172,18 @@ def plot_two_property(curves: Mapping[str, BoNCurve], path: str | Path, name1: s
         ax.set_ylabel(label, fontsize=9)
         ax.set_xlabel("KL(best-of-n || policy) [nats]")
         ax.grid(alpha=0.3, linewidth=0.5)
+    ax, base = axes[3], curves[RAW]
+    for i, (name, curve) in enumerate(curves.items()):
+        if name in (RAW, AND) or name.startswith("sum"):
+            meta = base.meta
+            d = paired_difference(curve, base, "p_all", int(meta.get("n_boot", 1000)), int(meta.get("seed", 0)))
+            x, color = curve.kl.numpy(), PALETTE[i % len(PALETTE)]
+            ax.fill_between(x, d.lo.numpy(), d.hi.numpy(), color=color, alpha=0.15, linewidth=0)
+            ax.plot(x, d.mean.numpy(), "-" if name in (RAW, AND) else ":", color=color, linewidth=1.6, marker="o", markersize=2.5)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_ylabel(f"P(both) minus that of the {RAW} (paired)", fontsize=9)
+    ax.set_xlabel("KL(best-of-n || policy) [nats]")
+    ax.grid(alpha=0.3, linewidth=0.5)
     axes[0].legend(fontsize=7, loc="best", title="selected by", title_fontsize=7)
     first = next(iter(curves.values()))
     fig.suptitle(f"Two properties, {first.n_prompts} prompts x {first.n_samples} samples (dashed grey: threshold)", fontsize=10)
