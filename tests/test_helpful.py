@@ -15,7 +15,7 @@ from bayesrm.scenarios.config import load_scenario, scenario_path
 
 def test_builtin_helpful_loads_with_presets():
     base = load_scenario("helpful")
-    assert base.gold == "rm:helpful" and base.policy == "smollm2" and base.bon.selection_prompts > 0
+    assert base.gold == "rm:helpful@bf16" and base.policy == "smollm2" and base.bon.selection_prompts > 0
     assert 64 <= base.sampling.max_new_tokens <= 96 and isinstance(base.prompts.source, list)
     full = load_scenario("helpful", preset="full")
     assert full.bon.n_samples >= 512 and full.bon.prompts >= 100
