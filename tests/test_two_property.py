@@ -111,6 +111,21 @@ def test_tiny_helpful_and_scenario_matches_brute_force_and_resumes(tmp_path, tin
                 assert math.isclose(float(curve.stats[stat].mean[m]), expected, abs_tol=1e-6), (name, stat, n)
     assert info["base_rates"]["p_all"] == pytest.approx(values["p_all"].mean())
 
+    # pooling seeds: two copies of one run pool to that run; runs with other thresholds refuse to pool
+    from bayesrm.scenarios.two_property import pool_two_property
+
+    pooled_md = pool_two_property({0: out, 1: out}, tmp_path / "pooled")
+    pooled = load_curves(tmp_path / "pooled" / "two_property_curves.json")
+    for name, curve in curves.items():
+        assert pooled[name].stats["p_all"].mean.tolist() == pytest.approx(curve.stats["p_all"].mean.tolist())
+    assert "averaged over the seeds [0, 1]" in pooled_md and (tmp_path / "pooled" / "two_property.png").exists()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "two_property_curves.json").write_text((out / "two_property_curves.json").read_text())
+    (other / "two_property.json").write_text(json.dumps({**info, "thresholds": [0.0, 0.0]}))
+    with pytest.raises(ValueError, match="cannot pool"):
+        pool_two_property({0: out, 1: other}, tmp_path / "pooled2")
+
     # a rerun trains, scores and samples nothing
     again = BoNRunner(config, out, progress=False)
     assert "Two properties: logical AND" in again.run().read_text()

@@ -104,7 +104,7 @@ def _markdown(curves: Mapping[str, BoNCurve], info: Mapping[str, Any], N: int, P
     lines = ["## Two properties: logical AND by summed log-sigmoid rewards", "",
              f"Property 1: gold `{gold1}` >= {t1:.4g}; property 2: gold `{gold2}` x {sign2:g} >= {t2:.4g} "
              f"(thresholds: {info['thresholds_from']}). One MAP proxy per property, trained on "
-             f"{info['train_pairs'][0]} / {info['train_pairs'][1]} pairs labelled by its own gold (held-out accuracy "
+             f"{info['train_pairs'][0]} / {info['train_pairs'][1]} pairs labelled by its own gold (accuracy on its held-out pairs, whose labels carry the same noise: "
              f"{acc[0]} / {acc[1]}). Log-sigmoid reference r_ref(x): the per-prompt {info['quantile']:g} quantile of "
              f"each proxy's rewards over the prompt's {N} samples. {P} best-of-n prompts; 95% bootstrap bands over prompts"
              + (f"; each prompt's estimates averaged over the seeds {info['seeds']} first." if info.get("seeds") else "."), "",
