@@ -7,8 +7,11 @@ batch 64 and 256 (samples of several prompts share a batch):
                               sdpa attention, all rows sampled at once, a fresh bf16 copy per call:
                               restored by ``attention="model"`` and patches);
 - ``sampler bf16 (today)``    the same in bf16;
-- ``sampler bf16 (new)``      the defaults now: bf16, grouped decode attention, rows sampled in chunks of 32,
-                              the bf16 copy of the model reused while its weights are unchanged;
+- ``sampler bf16 (new)``      the defaults of 2026-12-02 05:30: bf16, grouped decode attention, rows sampled
+                              in chunks of 32, the bf16 copy of the model reused while its weights are unchanged
+                              (the linear layers on plain weights: packing patched off);
+- ``sampler bf16 (packed)``   the defaults now: as ``new``, with the linear layers and the LM head on
+                              prepacked oneDNN weights (bayesrm.generation.packing; bit-identical outputs);
 - ``sampler fp32 (before)``   (``--methods``) the 2026-12-01 sampler: float64 five-pass sampling rule;
 - ``HF generate fp32``        ``model.generate`` on the same rows, a fresh GenerationConfig;
 - ``vLLM``                    when vllm is installed and a CUDA device is present.
@@ -39,6 +42,7 @@ from transformers import GenerationConfig
 
 import bayesrm.generation.decoding as decoding
 import bayesrm.generation.sampler as sampler_module
+from bayesrm.generation.packing import packed_linears
 from bayesrm.data.prompts import chitchat_prompts
 from bayesrm.generation import PolicySampler, SamplingConfig
 from bayesrm.generation.prompting import encode_prompt, stop_token_ids
@@ -55,8 +59,9 @@ def legacy_sample_with_logprobs(logits, uniforms, temperature=1.0, top_k=0, top_
 
 
 def run_sampler(model, tok, prompts, n, batch, new_tokens, dtype, version="new") -> tuple[int, float, float, Rows, list]:
-    """version: new (today's defaults) | today (attention "model", no row chunks) | before (also the float64 rule)."""
-    attention = "grouped" if version == "new" else "model"
+    """version: packed (the defaults now) | new (no packed weights) | today (also attention "model", no row
+    chunks, no reused bf16 copy) | before (also the float64 rule)."""
+    attention = "grouped" if version in ("new", "packed") else "model"
     config = SamplingConfig(max_new_tokens=new_tokens, batch_size=batch, dtype=dtype, seed=0, attention=attention)
     sampler = PolicySampler(model, tok, "smollm2", config)  # no cache: every call generates
     captured: Rows = []
@@ -74,16 +79,20 @@ def run_sampler(model, tok, prompts, n, batch, new_tokens, dtype, version="new")
         return gens
 
     sampler.backend.generate = generate
-    original, chunk, cast = decoding.sample_with_logprobs, decoding._ROW_CHUNK, sampler_module.model_in_dtype
+    original, chunk, cast, pack = (decoding.sample_with_logprobs, decoding._ROW_CHUNK, sampler_module.model_in_dtype,
+                                   sampler_module.packed_linears)
     if version == "before":
         decoding.sample_with_logprobs = legacy_sample_with_logprobs
-    if version != "new":  # all rows sampled at once, a fresh bf16 copy at every call
+    if version != "packed":  # the linear layers on plain weights
+        sampler_module.packed_linears = functools.partial(packed_linears, enabled=False)
+    if version not in ("new", "packed"):  # all rows sampled at once, a fresh bf16 copy at every call
         decoding._ROW_CHUNK = 1 << 30
         sampler_module.model_in_dtype = functools.partial(cast, reuse=False)
     try:
         sampler.sample_records(prompts, n, progress=False)
     finally:
-        decoding.sample_with_logprobs, decoding._ROW_CHUNK, sampler_module.model_in_dtype = original, chunk, cast
+        (decoding.sample_with_logprobs, decoding._ROW_CHUNK, sampler_module.model_in_dtype,
+         sampler_module.packed_linears) = original, chunk, cast, pack
     return sampler.stats.tokens, sampler.stats.seconds, cpu[0], captured, logprobs
 
 
@@ -140,6 +149,7 @@ def methods(model, tok, args) -> dict[str, Callable]:
         BASELINE: lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32", "today"),
         "sampler bf16 (today)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "bf16", "today"),
         "sampler bf16 (new)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "bf16", "new"),
+        "sampler bf16 (packed)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "bf16", "packed"),
         "sampler fp32 (new)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32", "new"),
         "sampler fp32 (before)": lambda p, n, b, rep: run_sampler(model, tok, p, n, b, args.new_tokens, "fp32", "before"),
         "HF generate fp32": lambda p, n, b, rep: run_generate(model, tok, p, n, b, args.new_tokens, seed=rep),
@@ -206,7 +216,7 @@ def main() -> None:
             z = (mean - ref_mean) / (se**2 + ref_se**2) ** 0.5 if name != ref_name else 0.0
             print(f"| {name} | {statistics.median(wall[name]):.1f} | {statistics.median(rates[name]):.1f} | {statistics.median(ratios):.2f} "
                   f"({min(ratios):.2f}-{max(ratios):.2f}) | {mean:.3f} ({se:.3f}, {ntok} tokens) | {z:+.2f} |")
-        best = "sampler bf16 (new)"
+        best = "sampler bf16 (packed)" if "sampler bf16 (packed)" in rates else "sampler bf16 (new)"
         if best in rates and baseline in rates:
             ratio = statistics.median([r / b for r, b in zip(rates[best], rates[baseline])])
             print(f"target: {best} >= 2x {baseline}: {ratio:.2f}x -> {'OK' if ratio >= 2 else 'MISSED'}\n", flush=True)

@@ -49,6 +49,34 @@ def test_mc_dropout_is_reproducible_and_round_trips(tiny_bert_dir, tmp_path):
     torch.testing.assert_close(loaded.score(PROMPTS, RESPONSES, batch_size=3).members, a.members)
 
 
+def test_mc_dropout_config_sections_are_checked_key_by_key(tiny_bert_dir, tmp_path):
+    """A tampered (re-signed) mc_dropout section of config.json: each bad key is a CheckpointError naming file and key."""
+    import pytest
+
+    from bayesrm.models.checkpoint import CheckpointError, update_meta
+
+    mc = MCDropout(tiny(tiny_bert_dir, seed=1), samples=3, dropout=0.3, seed=7)
+    mc.save_pretrained(tmp_path / "mc")
+    where = f"{tmp_path / 'mc' / 'config.json'}: mc_dropout"
+    good = {"samples": 3, "dropout": 0.3, "seed": 7}
+    cases = {
+        "unknown": ({**good, "sample": 4}, f"{where}.sample: unknown key (did you mean 'samples'?)"),
+        "missing": ({"samples": 3, "dropout": 0.3}, f"{where}: missing key 'seed'"),
+        "text": ({**good, "samples": "3"}, f"{where}.samples: expected int, got str ('3')"),
+        "bool": ({**good, "seed": True}, f"{where}.seed: expected int, got bool"),
+        "range": ({**good, "dropout": 1.5}, f"{where}: dropout must be in [0, 1)"),
+        "not an object": ([3, 0.3, 7], f"{where}: expected an object, got list"),
+    }
+    for name, (section, message) in cases.items():
+        update_meta(tmp_path / "mc", mc_dropout=section)
+        with pytest.raises(CheckpointError) as info:
+            MCDropout.from_pretrained(tmp_path / "mc")
+        assert message in str(info.value), (name, str(info.value))
+    update_meta(tmp_path / "mc", mc_dropout={**good, "dropout": 0})  # an int where a float is declared: read as the float
+    loaded = load_scorer(tmp_path / "mc")
+    assert loaded.config == type(mc.config)(samples=3, dropout=0.0, seed=7) and isinstance(loaded.config.dropout, float)
+
+
 def test_warm_equals_the_hand_averaged_weights(tiny_bert_dir, tmp_path):
     models = [tiny(tiny_bert_dir, seed=s) for s in (0, 1, 2)]
     warm = average_reward_models(models, weights=[1.0, 2.0, 1.0])

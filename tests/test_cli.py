@@ -123,7 +123,7 @@ def test_option_files_are_checked_at_load(pairs_file, tmp_path, capsys):
 
 def test_plain_flags_in_option_files_go_through_the_typed_converter(tmp_path):
     """Flags that are no dataclass field (eval's --batch-size, --part, --shifted, switches) are checked like fields
-    (a file's value is checked even where the command line, or the flag's default, wins)."""
+    (a file's value is checked even where the command line wins)."""
     from bayesrm.cli.options import parse_with_config
     from bayesrm.config import ConfigError
 
@@ -143,6 +143,53 @@ def test_plain_flags_in_option_files_go_through_the_typed_converter(tmp_path):
         with pytest.raises(ConfigError) as info:
             parse_with_config(build_parser(), ["eval", "--model", "m", "--config", str(config)])
         assert message in str(info.value), (text, str(info.value))
+
+
+PLAIN_FLAGS = {  # command -> (required flags, file values of flags that have a default, one of them given on the command line)
+    "eval": (["--model", "m"], {"batch_size": 4, "part": "validation", "suite": "pairs", "shifted": ["s.jsonl"],
+                                "shift_max": 7, "trust_remote_code": True}, ["--part", "test"]),
+    "train": ([], {"overwrite": True, "resume": True}, ["--overwrite"]),
+    "laplace": (["--model", "m"], {"trust_remote_code": True, "allow_external_paths": True}, ["--allow-external-paths"]),
+    "score": (["--model", "m", "--input", "i"], {"trust_remote_code": True, "allow_external_paths": True},
+              ["--trust-remote-code"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(PLAIN_FLAGS))
+def test_option_files_set_plain_flags_that_have_a_default(command, tmp_path):
+    """A plain flag's default does not hide the file's value; a flag given on the command line still wins, even
+    when it gives the default itself (eval's --part test); switches in the file switch."""
+    import yaml
+
+    from bayesrm.cli.options import given, parse_with_config
+
+    required, values, flag = PLAIN_FLAGS[command]
+    defaults = vars(build_parser().parse_args([command, *required]))
+    assert all(defaults[k] != v for k, v in values.items())  # each value differs from the flag's default
+    config = tmp_path / "options.yaml"
+    config.write_text(yaml.safe_dump(values))
+    args = parse_with_config(build_parser(), [command, *required, "--config", str(config)])
+    assert {k: getattr(args, k) for k in values} == values
+    assert all(given(args, k) for k in values)
+    # the command line wins over the file; the flags it leaves alone keep the file's values
+    dest = flag[0].lstrip("-").replace("-", "_")
+    on_line = parse_with_config(build_parser(), [command, *required, "--config", str(config), *flag])
+    expected = {**values, dest: True if len(flag) == 1 else flag[1]}
+    assert {k: getattr(on_line, k) for k in values} == expected
+    # without the file every default stays, and given() does not count it
+    plain = parse_with_config(build_parser(), [command, *required])
+    assert {k: getattr(plain, k) for k in values} == {k: defaults[k] for k in values}
+    assert not any(given(plain, k) for k in values)
+
+
+def test_an_eval_option_file_reaches_the_run(tmp_path, capsys):
+    """End to end: the file's batch_size is the one eval checks (before, the flag's default 32 hid it)."""
+    config = tmp_path / "eval.yaml"
+    config.write_text("batch_size: 0\n")
+    assert main(["eval", "--model", str(tmp_path / "nowhere"), "--config", str(config)]) == 2
+    assert "--batch-size must be positive" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "nowhere"), "--config", str(config), "--batch-size", "2"]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
 
 
 def test_score_keeps_output_as_a_deprecated_spelling_of_out():

@@ -120,17 +120,9 @@ def test_laplace_killed_then_rerun_matches_uninterrupted(tmp_path, pairs_file, t
 
 # ---- sampling and bon stages -------------------------------------------------------------------------
 def test_bon_killed_in_sampling_and_in_a_stage_then_rerun_is_identical(tmp_path, tiny_bert_dir, tiny_tokenizer_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from scenario_util import save_tiny_causal_lm, tiny_scenario
 
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tok.eos_token = "</s>"
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                      intermediate_size=32, max_position_embeddings=64, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    lm = tmp_path / "lm"
-    LlamaForCausalLM(cfg).save_pretrained(lm)
-    tok.save_pretrained(lm)
-    from test_stages import tiny_scenario
+    lm = save_tiny_causal_lm(tmp_path / "lm", tiny_tokenizer_dir)
 
     tiny_scenario(tmp_path, lm, tiny_bert_dir, sampling={"max_new_tokens": 4, "batch_size": 4},
                   proxies=[{"name": "map", "method": "map"}, {"name": "lap", "method": "laplace", "base": "map"}])

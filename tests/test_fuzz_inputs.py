@@ -204,9 +204,10 @@ def test_config_values_are_typed_like_flags(values, command):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.yaml"
         path.write_text(yaml.safe_dump(values), encoding="utf-8")
-        args = parser.parse_args([command, "--config", str(path), *required])
+        argv = [command, "--config", str(path), *required]
+        args = parser.parse_args(argv)
         try:
-            apply_config(parser, args)
+            apply_config(parser, args, argv)
         except ValueError as err:
             assert_user_error(err, path)
             assert any(f": {key}:" in str(err) for key in values), err

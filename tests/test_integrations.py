@@ -8,6 +8,7 @@ import importlib.util
 import pytest
 import torch
 
+from bayesrm.alignment.rl.monitor import TRL_KEYS, disagreement
 from bayesrm.integrations import verl as verl_integration
 from bayesrm.integrations.trl import reward_func
 from bayesrm.rewards import parse_reward
@@ -80,8 +81,11 @@ def test_trl_callable_against_the_server_logs_mean_and_std(url):
             log_metric=lambda k, v: metrics.setdefault(k, v), log_extra=lambda k, v: columns.setdefault(k, v))
     rewards, means, stds = expected_std_reward(PROMPTS, RESPONSES)
     assert out == pytest.approx(rewards, abs=1e-6)
-    assert metrics["rm/mean"] == pytest.approx(sum(means) / 4) and metrics["rm/std"] == pytest.approx(sum(stds) / 4)
-    assert columns["rm_mean"] == pytest.approx(means) and columns["rm_std"] == pytest.approx(stds)
+    assert f.__name__ == "rm"  # what TRL logs the reward under; the metrics keep the one bayesrm/ scheme
+    assert metrics["bayesrm/proxy"] == pytest.approx(sum(means) / 4)
+    assert metrics["bayesrm/uncertainty"] == pytest.approx(sum(stds) / 4)
+    assert metrics["bayesrm/disagreement"] == pytest.approx(disagreement(WordScorer().score(PROMPTS, RESPONSES)), abs=1e-6)
+    assert columns["bayesrm/proxy"] == pytest.approx(means) and columns["bayesrm/uncertainty"] == pytest.approx(stds)
 
 
 class RecordingScorer(WordScorer):
@@ -119,8 +123,12 @@ def test_trl_callable_logs_inside_a_grpo_trainer_step(tiny_tokenizer_dir, tmp_pa
     prompts, responses = scorer.calls[0]
     pred = WordScorer().score(prompts, responses)
     logs = trainer.state.log_history[0]
-    assert logs["bayesrm_up/mean"] == pytest.approx(pred.mean.mean().item(), abs=1e-6)
-    assert logs["bayesrm_up/std"] == pytest.approx(pred.std.mean().item(), abs=1e-6)
-    assert logs["bayesrm_up/u_bar"] == pytest.approx(pred.std.mean().item(), abs=1e-6)  # one batch so far
+    assert logs["bayesrm/proxy"] == pytest.approx(pred.mean.mean().item(), abs=1e-6)
+    assert logs["bayesrm/uncertainty"] == pytest.approx(pred.std.mean().item(), abs=1e-6)
+    assert logs["bayesrm/u_bar"] == pytest.approx(pred.std.mean().item(), abs=1e-6)  # one batch so far
+    spread = disagreement(pred)  # None when a member is constant over the batch (then nothing is logged)
+    assert logs.get("bayesrm/disagreement") == (None if spread is None else pytest.approx(spread, abs=1e-6))
+    # the names the reward-hacking monitor reads from a TRL log are there (gold: none given; kl: TRL logs it with beta > 0)
+    assert {TRL_KEYS[s] for s in ("sigma", "proxy", "length")} <= set(logs)
     native = parse_reward("up:beta2=1")(pred)
     assert logs["rewards/bayesrm_up/mean"] == pytest.approx(native.mean().item(), abs=1e-6)

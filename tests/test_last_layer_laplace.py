@@ -100,3 +100,29 @@ def test_round_trip_scores_identically(tiny_bert_dir, toy_pairs, tmp_path):
     after = loaded.score(PROMPTS, RESPONSES, batch_size=4)
     torch.testing.assert_close(after.mean, before.mean, rtol=0, atol=0)
     torch.testing.assert_close(after.var, before.var, rtol=0, atol=0)
+
+
+def test_tampered_config_sections_are_checkpoint_errors(tiny_bert_dir, toy_pairs, tmp_path):
+    """A re-signed config.json with a bad last_layer_laplace section: a CheckpointError naming the file and key."""
+    import pytest
+
+    from bayesrm.models.checkpoint import CheckpointError, update_meta
+
+    ll = LastLayerLaplace(tiny(tiny_bert_dir, seed=2), prior_precision=2.5).fit(pairs_of(toy_pairs)[:8])
+    ll.save_pretrained(tmp_path / "ll")
+    where = f"{tmp_path / 'll' / 'config.json'}: last_layer_laplace"
+    cases = {
+        "unknown": ({"prior_precision": 2.5, "prior": 1.0}, f"{where}.prior: unknown key"),
+        "missing": ({}, f"{where}: missing key 'prior_precision'"),
+        "text": ({"prior_precision": "big"}, f"{where}.prior_precision: expected float, got str ('big')"),
+        "bool": ({"prior_precision": True}, f"{where}.prior_precision: expected float, got bool"),
+        "range": ({"prior_precision": -1.0}, f"{where}: prior_precision must be a positive number, got -1.0"),
+        "absent": (None, f"{where}: expected an object, got NoneType"),
+    }
+    for name, (section, message) in cases.items():
+        update_meta(tmp_path / "ll", last_layer_laplace=section)
+        with pytest.raises(CheckpointError) as info:
+            LastLayerLaplace.from_pretrained(tmp_path / "ll")
+        assert message in str(info.value), (name, str(info.value))
+    update_meta(tmp_path / "ll", last_layer_laplace={"prior_precision": 3})
+    assert LastLayerLaplace.from_pretrained(tmp_path / "ll").prior_precision == 3.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -207,7 +208,7 @@ def test_parse_composition_and_spec_round_trip(pred):
     reward.fit(pred, ids)
     again = parse_reward(reward.spec()).fit(pred, ids)
     torch.testing.assert_close(reward(pred, ids), again(pred, ids))
-    assert make_reward("log_sigmoid", base="std:k=2", reference=0.0).base.k == 2.0
+    assert parse_reward("std:k=2|log_sigmoid", reference=0.0).base.k == 2.0
     alone = parse_reward("log_sigmoid:q=0.5", reference=1.0)
     assert isinstance(alone.base, Mean) and alone.reference == 1.0
     torch.testing.assert_close(alone(pred), torch.nn.functional.logsigmoid(pred.mean - 1.0))
@@ -216,7 +217,7 @@ def test_parse_composition_and_spec_round_trip(pred):
 @pytest.mark.parametrize(
     ("spec", "match"),
     [("nope", "unknown reward"), ("std:z=1", "no parameter 'z'"), ("std:k", "key=value"),
-     ("std:k=abc", "not a valid float"), ("std|min", "not a transform"), ("zscore:k=1", "no parameters"),
+     ("std:k=abc", "k: expected float, got str"), ("std|min", "not a transform"), ("zscore:k=1", "no parameters"),
      ("min|", "empty stage")],
 )
 def test_parse_errors(spec, match):
@@ -257,3 +258,38 @@ def test_fitting_a_standardised_log_sigmoid_keeps_given_reference_levels():
     assert reward.reference == {"a": 0.5, "b": -0.5} and reward.base.standardizer is not None
     z = (pred.mean - 2.5) / pred.mean.std(unbiased=False)
     torch.testing.assert_close(reward(pred, ["a", "a", "b", "b"]), torch.nn.functional.logsigmoid(z - torch.tensor([0.5, 0.5, -0.5, -0.5])))
+
+
+def test_make_reward_is_a_deprecated_alias_of_parse_reward():
+    """One public name per concept: rewards.make_reward still builds what it did, with a DeprecationWarning."""
+    with pytest.warns(DeprecationWarning, match=r"bayesrm.rewards.make_reward is deprecated: use bayesrm.rewards.parse_reward"):
+        old = make_reward("log_sigmoid", base="std:k=2", reference=0.0, q=0.5)
+    new = parse_reward("std:k=2|log_sigmoid:q=0.5", reference=0.0)
+    assert type(old) is type(new) is LogSigmoid and old.spec() == new.spec() == "std:k=2|log_sigmoid:q=0.5"
+    assert old.reference == new.reference == 0.0
+    with pytest.warns(DeprecationWarning):
+        assert make_reward("std", k=3).spec() == parse_reward("std", k=3).spec() == "std:k=3"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # parse_reward itself warns about nothing
+        parse_reward("zscore|up:beta2=0.5|log_sigmoid")
+
+
+def test_reward_parameters_go_through_the_typed_converter():
+    """Spec text and keyword values are checked like config fields (bayesrm.config.convert): numbers become floats,
+    text that is no number, booleans and non-finite weights are refused naming the reward and parameter."""
+    assert type(parse_reward("std:k=2").k) is float and parse_reward("up", beta2=1).beta2 == 1.0
+    assert parse_reward("var:k=1e-3").k == 1e-3 and parse_reward("log_sigmoid:q=.5").q == 0.5
+    cases = {
+        ("std:k=x", ()): "reward 'std': k: expected float, got str ('x')",
+        ("std:k=inf", ()): "reward 'std': k: expected float, got str ('inf')",
+        ("std", (("k", True),)): "reward 'std': k: expected float, got bool",
+        ("up", (("beta2", None),)): "reward 'up': beta2: expected float, got NoneType",
+        ("std", (("k", float("inf")),)): "StdPenalty.k must be a finite number >= 0",
+        ("std:k=-1", ()): "StdPenalty.k must be a finite number >= 0",
+        ("log_sigmoid:q=2", ()): "LogSigmoid.q must be in [0, 1]",
+        ("std:c=1", ()): "reward 'std' has no parameter 'c'; parameters: ['k']",
+    }
+    for (spec, kwargs), message in cases.items():
+        with pytest.raises(ValueError) as info:
+            parse_reward(spec, **dict(kwargs))
+        assert message in str(info.value), (spec, kwargs, str(info.value))

@@ -8,6 +8,7 @@ import torch
 
 from bayesrm.scenarios.config import load_scenario
 from bayesrm.scenarios.preferences import gold_labelled_pairs
+from scenario_util import save_tiny_causal_lm, write_tiny_scenario
 
 
 def test_builtin_scenario_and_presets_load():
@@ -80,38 +81,24 @@ def test_gold_labels_follow_bradley_terry():
 
 @pytest.fixture
 def tiny_causal_lm_dir(tmp_path_factory, tiny_tokenizer_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tok.eos_token = "</s>"
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                      intermediate_size=64, max_position_embeddings=128, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    d = tmp_path_factory.mktemp("tiny_lm")
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), tiny_tokenizer_dir, hidden_size=32, intermediate_size=64,
+                               max_position_embeddings=128)
 
 
 def test_tiny_scenario_end_to_end_and_resume(tmp_path, tiny_causal_lm_dir, tiny_bert_dir):
     from bayesrm.scenarios.bon import BoNRunner
 
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(f"what do you think of w{i}" for i in range(12)) + "\n")
-    scenario = tmp_path / "tiny.yaml"
-    scenario.write_text(json.dumps({
-        "name": "tiny", "policy": str(tiny_causal_lm_dir), "gold": "vader",
-        "prompts": {"source": str(prompts)},
-        "sampling": {"max_new_tokens": 6, "batch_size": 16},
-        "preferences": {"prompts": 8, "samples_per_prompt": 3, "validation_fraction": 0.25},
-        "model": {"backbone": str(tiny_bert_dir), "lora_r": 2, "max_length": 24},
-        "training": {"max_steps": 3, "per_device_train_batch_size": 4},
-        "proxies": [{"name": "map", "method": "map"},
-                    {"name": "ens", "method": "lora-ensemble", "members": 2},
-                    {"name": "lap", "method": "laplace", "base": "map", "prior_precision": 1.0}],
-        "bon": {"prompts": 4, "n_samples": 4, "n_boot": 50, "rewards": ["mean", "zscore|std:k=1", "zscore|min"]},
-        "two_property": {"gold": "textblob:subjectivity"},
-    }))
+    scenario = write_tiny_scenario(
+        tmp_path, tiny_causal_lm_dir, tiny_bert_dir, n_prompts=12, file_name="tiny.yaml",
+        sampling__max_new_tokens=6,
+        preferences={"prompts": 8, "samples_per_prompt": 3, "validation_fraction": 0.25},
+        model__max_length=24,
+        training={"max_steps": 3, "per_device_train_batch_size": 4},
+        proxies=[{"name": "map", "method": "map"},
+                 {"name": "ens", "method": "lora-ensemble", "members": 2},
+                 {"name": "lap", "method": "laplace", "base": "map", "prior_precision": 1.0}],
+        bon={"prompts": 4, "n_samples": 4, "n_boot": 50, "rewards": ["mean", "zscore|std:k=1", "zscore|min"]},
+        two_property={"gold": "textblob:subjectivity"})
     config = load_scenario(str(scenario))
     out = tmp_path / "out"
     report = BoNRunner(config, out, progress=False).run()
@@ -134,18 +121,13 @@ def test_tiny_scenario_end_to_end_and_resume(tmp_path, tiny_causal_lm_dir, tiny_
 def test_bon_command_pools_seeds(tmp_path, tiny_causal_lm_dir, tiny_bert_dir):
     from bayesrm.cli.main import main
 
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(f"tell me about w{i}" for i in range(8)) + "\n")
-    scenario = tmp_path / "tiny.yaml"
-    scenario.write_text(json.dumps({
-        "name": "tiny", "policy": str(tiny_causal_lm_dir), "gold": "vader", "prompts": {"source": str(prompts)},
-        "sampling": {"max_new_tokens": 4, "batch_size": 16},
-        "preferences": {"prompts": 5, "samples_per_prompt": 3, "validation_fraction": 0.2},
-        "model": {"backbone": str(tiny_bert_dir), "lora_r": 2, "max_length": 24},
-        "training": {"max_steps": 2, "per_device_train_batch_size": 4},
-        "proxies": [{"name": "ens", "method": "lora-ensemble", "members": 2}],
-        "bon": {"prompts": 3, "n_samples": 4, "n_boot": 50, "rewards": ["mean", "std:k=1"]},
-    }))
+    scenario = write_tiny_scenario(
+        tmp_path, tiny_causal_lm_dir, tiny_bert_dir, n_prompts=8, prompt="tell me about w{i}", file_name="tiny.yaml",
+        preferences={"prompts": 5, "samples_per_prompt": 3, "validation_fraction": 0.2},
+        model__max_length=24,
+        training={"max_steps": 2, "per_device_train_batch_size": 4},
+        proxies=[{"name": "ens", "method": "lora-ensemble", "members": 2}],
+        bon={"prompts": 3, "n_samples": 4, "n_boot": 50, "rewards": ["mean", "std:k=1"]})
     out = tmp_path / "out"
     assert main(["bon", "--config", str(scenario), "--out", str(out), "--seeds", "0", "1", "--no-progress"]) == 0
     assert (out / "seed0" / "report.md").exists() and (out / "seed1" / "report.md").exists()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bayesrm.scenarios.stages import StageRecords, StaleOutputError, changed_keys, fingerprint, safe_name
+from scenario_util import save_tiny_causal_lm, tiny_scenario
 
 
 def test_fingerprint_depends_on_settings_and_upstream_only():
@@ -59,42 +60,7 @@ def test_plain_names_pass(name):
 # ---- a tiny scenario end to end -------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_lm_dir(tmp_path_factory, tiny_tokenizer_dir):
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_tokenizer_dir)
-    tok.eos_token = "</s>"
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                      intermediate_size=32, max_position_embeddings=64, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    d = tmp_path_factory.mktemp("tiny_lm")
-    LlamaForCausalLM(cfg).save_pretrained(d)
-    tok.save_pretrained(d)
-    return d
-
-
-def tiny_scenario(tmp_path, lm_dir, bert_dir, **changes):
-    from bayesrm.scenarios.config import load_scenario
-
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n".join(f"what do you think of w{i}" for i in range(10)) + "\n")
-    data = {
-        "name": "tiny", "policy": str(lm_dir), "gold": "vader", "prompts": {"source": str(prompts)},
-        "sampling": {"max_new_tokens": 4, "batch_size": 16},
-        "preferences": {"prompts": 6, "samples_per_prompt": 3, "validation_fraction": 0.34},
-        "model": {"backbone": str(bert_dir), "lora_r": 2, "max_length": 20},
-        "training": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3},
-        "proxies": [{"name": "map", "method": "map"}],
-        "bon": {"prompts": 3, "n_samples": 4, "n_boot": 20, "rewards": ["mean"]},
-    }
-    for dotted, value in changes.items():
-        section, _, key = dotted.partition("__")
-        if key:
-            data[section][key] = value
-        else:
-            data[section] = value
-    path = tmp_path / "scenario.yaml"
-    path.write_text(json.dumps(data))
-    return load_scenario(str(path))
+    return save_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), tiny_tokenizer_dir)
 
 
 def test_bon_rerun_with_changed_settings_is_refused_or_redone(tmp_path, tiny_lm_dir, tiny_bert_dir):

@@ -78,7 +78,11 @@ def _pairs(args: argparse.Namespace, path: str | None, part: str):
     """Pairs of one file (None: the first model's training data), split by the data options; a file
     that is the model's own training data gets the split saved with the model."""
     values = {k: v for k, v in vars(args).items() if k != "data"}
-    opts = data_options(argparse.Namespace(**values, **({"data": path} if path is not None else {})), args.model[0])
+    if path is not None:  # named here: given, as --data would be
+        values["data"] = path
+        if "options_given" in values:
+            values["options_given"] = values["options_given"] | {"data"}
+    opts = data_options(argparse.Namespace(**values), args.model[0])
     splits = load_split(opts)
     pairs = [p for name in ("train", "validation", "test") for p in splits[name]] if part == "all" else splits[part]
     if not pairs:

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(apply_config(parser, args).run(args) or 0)
+        return int(apply_config(parser, args, argv).run(args) or 0)
     except USER_ERRORS as err:
         if args.show_traceback:
             raise

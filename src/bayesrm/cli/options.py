@@ -164,8 +164,39 @@ def add_dataclass_options(
 
 
 def given(args: argparse.Namespace, name: str) -> bool:
-    """Whether an option was set, on the command line or in the --config file."""
-    return name in vars(args)
+    """Whether an option was set, on the command line or in the --config file (a flag's default is not).
+
+    After :func:`apply_config` this is its record (``args.options_given``; an option deleted from args
+    since counts as unset); before, only options without a default (those of
+    :func:`add_dataclass_options`) can be told apart, by being present."""
+    recorded = getattr(args, "options_given", None)
+    return name in vars(args) and (recorded is None or name in recorded)
+
+
+_NOT_GIVEN = object()
+"""The default every option gets in :func:`command_line_dests`' second parse."""
+
+
+def command_line_dests(parser: argparse.ArgumentParser, argv: list[str] | None) -> frozenset[str]:
+    """The dests argv itself sets (``None``: ``sys.argv[1:]``, as argparse reads it), told apart from
+    defaults by parsing argv again with every default replaced by a sentinel (then restored)."""
+    actions: dict[int, argparse.Action] = {}
+    parsers = [parser]
+    while parsers:
+        for action in parsers.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):  # argparse keeps subparsers only here
+                parsers.extend(action.choices.values())
+            if action.default is not argparse.SUPPRESS:
+                actions[id(action)] = action
+    defaults = {key: action.default for key, action in actions.items()}
+    try:
+        for action in actions.values():
+            action.default = _NOT_GIVEN
+        parsed = parser.parse_args(argv)
+    finally:
+        for key, action in actions.items():
+            action.default = defaults[key]
+    return frozenset(dest for dest, value in vars(parsed).items() if value is not _NOT_GIVEN)
 
 
 def source(args: argparse.Namespace) -> str:
@@ -219,29 +250,36 @@ def read_option_file(path: str, preset: str | None, known: Iterable[str]) -> dic
 
 def parse_with_config(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
     """Parse argv, then :func:`apply_config`."""
-    return apply_config(parser, parser.parse_args(argv))
+    return apply_config(parser, parser.parse_args(argv), argv)
 
 
-def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Values from an option file (``--config``, see the module doc) fill in what the command line
-    left unset. Values are typed YAML, checked against their dataclass field exactly as in a scenario
-    file (``skip_invalid: "false"`` is refused, not true); a plain flag that is no field is checked
-    the same way against the type it stands for (:func:`flag_annotation`). Errors name the file and the option. Scenario commands (bon, demo, rl)
-    read their file themselves."""
+def apply_config(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> argparse.Namespace:
+    """Values from an option file (``--config``, see the module doc) replace what the command line
+    left unset, defaults of plain flags included; ``argv`` is what ``args`` was parsed from (None:
+    ``sys.argv[1:]``), to tell a flag given there from its default. Values are typed YAML, checked
+    against their dataclass field exactly as in a scenario file (``skip_invalid: "false"`` is refused,
+    not true); a plain flag that is no field is checked the same way against the type it stands for
+    (:func:`flag_annotation`). Errors name the file and the option. Records what was set, on the
+    command line or in the file, as ``args.options_given`` (read by :func:`given`). Scenario
+    commands (bon, demo, rl) read their file themselves."""
+    on_command_line = command_line_dests(parser, argv)
+    args.options_given = on_command_line
     config_path = getattr(args, "config", None)
     if not (config_path and getattr(args, "config_holds_options", False)):
         return args
     actions = _subcommand_actions(parser, getattr(args, "command", None))
     types_ = option_types(actions, getattr(args, "option_classes", None) or ())
-    for key, value in read_option_file(config_path, getattr(args, "preset", None), types_).items():
+    values = read_option_file(config_path, getattr(args, "preset", None), types_)
+    for key, value in values.items():
         where = f"{config_path}: {key}"
         # Every value in the file is checked, also those a flag overrides: a broken file is an error.
         if types_[key] is not None:
             value = convert(types_[key], value, where)  # typed YAML, exactly as in a scenario file
         elif key in actions:
             value = _flag_value(actions[key], value, where)  # a plain flag: typed as the field it stands for
-        if not given(args, key):
+        if key not in on_command_line:
             setattr(args, key, value)
+    args.options_given = on_command_line | set(values)
     return args
 
 

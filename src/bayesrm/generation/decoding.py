@@ -17,6 +17,7 @@ top-p filtering, i.e. under the policy pi that RL's losses use) is returned with
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -155,6 +156,23 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: floa
     return picked - scaled.logsumexp(-1)
 
 
+def _cache_argument(model: torch.nn.Module) -> str:
+    """The name the model's forward takes its KV cache under: ``cache`` (transformers 5.2x, where
+    ``past_key_values`` is deprecated, removal in 5.40) or ``past_key_values`` (older models). A
+    peft wrapper passes keyword arguments through to its base model, which decides."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        params = inspect.signature(inner.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _output_cache(out) -> object:
+    """The KV cache of a model output, under its new name ``cache`` or its old one."""
+    return out["cache"] if "cache" in out.keys() else out["past_key_values"]
+
+
 def _left_pad(seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded ids and attention mask, both [N, T]."""
     width = max(len(s) for s in seqs)
@@ -200,7 +218,8 @@ def generate_rows(
     ids, mask = _left_pad(prompt_ids, pad_id, device)  # [U, P]
     positions = (mask.cumsum(-1) - 1).clamp_min(0)  # [U, P]
     prefill = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = prefill.past_key_values
+    cache_arg = _cache_argument(model)
+    cache = _output_cache(prefill)
     row_index = torch.as_tensor(list(rows), dtype=torch.long, device=device)  # [R]
     cache.batch_select_indices(row_index)
     logits = prefill.logits[row_index, -1]  # [R, V] (cast to float32 per row chunk when sampled)
@@ -232,10 +251,10 @@ def generate_rows(
             input_ids=tokens.unsqueeze(-1),
             attention_mask=mask,
             position_ids=position.unsqueeze(-1),
-            past_key_values=cache,
+            **{cache_arg: cache},
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = step_out.past_key_values
+        cache = _output_cache(step_out)
         logits = step_out.logits[:, -1]  # [A, V]
     return [Generation(tuple(o), s is not None, tuple(lp), s) for o, lp, s in zip(out, logps, stops)]

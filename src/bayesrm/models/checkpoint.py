@@ -31,7 +31,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save_file
 
-from bayesrm.config import from_mapping
+from bayesrm.config import field_types, from_mapping
 
 FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
@@ -223,12 +223,16 @@ def _header_metadata(raw: bytes) -> dict[str, str]:
 
 
 # ---- typed config sections ------------------------------------------------------------------
-def config_from_meta(cls: type, data: Any, where: str) -> Any:
+def config_from_meta(cls: type, data: Any, where: str, exact: bool = False) -> Any:
     """A dataclass config from a checkpoint's JSON section, checked by :func:`bayesrm.config.from_mapping`
     (the one typed conversion: keys, types, the class's own checks); errors are CheckpointErrors naming ``where``,
-    e.g. ``m/config.json: model.lora_r: expected int, got str ('8')``."""
+    e.g. ``m/config.json: model.lora_r: expected int, got str ('8')``. ``exact``: every field must be there
+    (sections saved whole, with no older spelling to read), else a missing one is a CheckpointError too."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: expected an object, got {type(data).__name__}")
+    missing = [name for name in field_types(cls) if name not in data] if exact else []
+    if missing:
+        raise CheckpointError(f"{where}: missing key {missing[0]!r}")
     try:
         return from_mapping(cls, data, where)
     except ValueError as err:

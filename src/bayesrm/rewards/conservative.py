@@ -16,6 +16,7 @@ sweep k.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -27,7 +28,7 @@ from bayesrm.types import RewardPrediction
 
 
 def _check_nonnegative(name: str, value: float) -> None:
-    if not value >= 0:
+    if not (value >= 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a finite number >= 0 (a penalty weight), got {value!r}")
 
 

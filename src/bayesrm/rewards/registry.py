@@ -15,9 +15,11 @@ Names: mean, std (lcb), var (uwo), min, up; transforms log_sigmoid; prefix zscor
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import fields
 from typing import Any
 
+from bayesrm.config import convert, field_types
 from bayesrm.rewards.base import Reward
 from bayesrm.rewards.conservative import Mean, MinMember, StdPenalty, UPPenalty, VarPenalty
 from bayesrm.rewards.transforms import LogSigmoid, Standardized, SumOf
@@ -36,21 +38,16 @@ REWARD_NAMES = sorted([*BASE_REWARDS, *TRANSFORMS, "zscore"])
 
 
 def _coerce(cls: type[Reward], key: str, value: Any) -> Any:
-    """Convert a spec-string value to the type of the field's default."""
-    params = {f.name: f for f in fields(cls) if f.metadata.get("param")}
+    """A parameter value (spec-string text or a keyword's value) checked against the field's type by the one
+    converter, :func:`bayesrm.config.convert` (``"2"`` and ``2`` are the float 2.0; ``"x"``, ``true``, ``"nan"`` are refused)."""
+    params = {f.name for f in fields(cls) if f.metadata.get("param")}
     if key not in params:
         raise ValueError(f"reward '{cls.name}' has no parameter '{key}'; parameters: {sorted(params) or 'none'}")
-    if not isinstance(value, str):
-        return value
-    kind = type(params[key].default)
-    try:
-        return kind(value)
-    except ValueError:
-        raise ValueError(f"reward '{cls.name}': {key}={value!r} is not a valid {kind.__name__}") from None
+    return convert(field_types(cls)[key], value, f"reward '{cls.name}': {key}")
 
 
-def make_reward(name: str, **params: Any) -> Reward:
-    """A reward by name: ``make_reward("std", k=2)``, ``make_reward("log_sigmoid", base="std:k=2", q=0.9)``."""
+def _build(name: str, **params: Any) -> Reward:
+    """One stage by name: ``_build("std", k=2)``, ``_build("log_sigmoid", base=reward, q=0.9)``."""
     key = name.strip().lower()
     if key in BASE_REWARDS:
         cls = BASE_REWARDS[key]
@@ -62,6 +59,14 @@ def make_reward(name: str, **params: Any) -> Reward:
         direct = {k: params.pop(k) for k in ("reference", "standardizer") if k in params}
         return cls(base=base, **direct, **{k: _coerce(cls, k, v) for k, v in params.items()})
     raise ValueError(f"unknown reward '{name}'; known: {', '.join(REWARD_NAMES)}")
+
+
+def make_reward(name: str, **params: Any) -> Reward:
+    """Deprecated alias: a reward by name, ``make_reward("std", k=2)``; use :func:`parse_reward`
+    (``parse_reward("std", k=2)``, ``parse_reward("std:k=2|log_sigmoid:q=0.9")``), the one way to build a reward."""
+    warnings.warn("bayesrm.rewards.make_reward is deprecated: use bayesrm.rewards.parse_reward "
+                  "(e.g. parse_reward('std', k=2) or parse_reward('std:k=2|log_sigmoid:q=0.9'))", DeprecationWarning, stacklevel=2)
+    return _build(name, **params)
 
 
 def _parse_stage(stage: str, spec: str) -> tuple[str, dict[str, str]]:
@@ -124,12 +129,12 @@ def parse_reward(spec: str, **kwargs: Any) -> Reward:
             f" (optionally after zscore), or a transform {sorted(TRANSFORMS)} of the mean"
         )
     last = not transforms
-    reward = make_reward(name, **params, **(kwargs if last and not zscore else {}))
+    reward = _build(name, **params, **(kwargs if last and not zscore else {}))
     if zscore:
-        reward = make_reward("zscore", base=reward, **(kwargs if last else {}))
+        reward = _build("zscore", base=reward, **(kwargs if last else {}))
     for i, (name, params) in enumerate(transforms):
         if name not in TRANSFORMS:
             raise ValueError(f"reward spec {spec!r}: '{name}' is not a transform; transforms: {sorted(TRANSFORMS)}")
         extra = kwargs if i == len(transforms) - 1 else {}
-        reward = make_reward(name, base=reward, **params, **extra)
+        reward = _build(name, base=reward, **params, **extra)
     return reward

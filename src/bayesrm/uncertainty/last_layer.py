@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from bayesrm.data.collator import PreferenceCollator, PreferenceDataset
 from bayesrm.data.schema import PreferencePair
-from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bayesrm.models.checkpoint import CheckpointError, config_from_meta, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel
 from bayesrm.models.scoring import score_rewards
 from bayesrm.types import Prompt, RewardPrediction
@@ -186,13 +186,7 @@ class LastLayerLaplace(nn.Module):
         """Reload; the reward model is always the one inside ``directory`` (load_options go to its loader)."""
         where = Path(directory) / "config.json"
         meta, tensors = load_checkpoint(directory, cls.KIND)
-        settings = meta.get("last_layer_laplace")
-        if not isinstance(settings, dict) or set(settings) != {"prior_precision"}:
-            raise CheckpointError(f"{where}: field 'last_layer_laplace' missing or malformed")
-        try:
-            config = LastLayerConfig(**settings)
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{where}: field 'last_layer_laplace': {err}") from None
+        config = config_from_meta(LastLayerConfig, meta.get("last_layer_laplace"), f"{where}: last_layer_laplace", exact=True)
         model = RewardModel.from_pretrained(Path(directory) / MODEL_SUBDIR, device=device, **load_options)
         hidden = model.head.weight.numel()
         for name in ("ggn", "covariance"):

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from bayesrm.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from bayesrm.models.checkpoint import config_from_meta, load_checkpoint, save_checkpoint
 from bayesrm.models.reward_model import RewardModel
 from bayesrm.models.scoring import score_rewards
 from bayesrm.types import Prompt, RewardPrediction
@@ -106,12 +106,7 @@ class MCDropout(nn.Module):
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu", **load_options: Any) -> "MCDropout":
         """Reload; the reward model is always the one inside ``directory`` (load_options go to its loader)."""
         meta, _ = load_checkpoint(directory, cls.KIND)
-        settings = meta.get("mc_dropout")
-        if not isinstance(settings, dict) or set(settings) - {"samples", "dropout", "seed"}:
-            raise CheckpointError(f"{Path(directory) / 'config.json'}: field 'mc_dropout' missing or malformed")
-        try:
-            config = MCDropoutConfig(**settings)
-        except (TypeError, ValueError) as err:
-            raise CheckpointError(f"{Path(directory) / 'config.json'}: field 'mc_dropout': {err}") from None
+        where = f"{Path(directory) / 'config.json'}: mc_dropout"
+        config = config_from_meta(MCDropoutConfig, meta.get("mc_dropout"), where, exact=True)
         model = RewardModel.from_pretrained(Path(directory) / MODEL_SUBDIR, device=device, **load_options)
         return cls(model, **asdict(config))

@@ -37,9 +37,15 @@ from bayesrm.types import RewardPrediction
 RL_KEYS = {"sigma": "uncertainty", "disagreement": "disagreement", "proxy": "proxy", "gold": "gold",
            "kl": "kl_k3", "length": "response_length"}
 """Where each monitored quantity is in a `bayesrm rl` log record."""
-TRL_KEYS = {"sigma": "bayesrm/uncertainty", "disagreement": "bayesrm/disagreement", "proxy": "bayesrm/proxy",
-            "gold": "bayesrm/gold", "kl": "kl", "length": "completions/mean_length"}
-"""Where they are in a TRL GRPO / RLOO log (bayesrm/* come from trl_reward_func through log_metric)."""
+TRL_PREFIX = "bayesrm/"
+"""The one naming scheme of bayesrm's metrics in a TRL log: ``bayesrm/`` + the key `bayesrm rl` logs the same batch
+mean under (``bayesrm/proxy``, ``bayesrm/uncertainty``, ``bayesrm/disagreement``, ``bayesrm/gold``), and ``bayesrm/u_bar``
+(``up``'s running mean sigma). Both TRL reward functions (alignment.rl.trl_reward_func, integrations.trl.reward_func) log
+them through TRL's ``log_metric``; TRL logs the reward itself as ``rewards/<function name>/mean``. Several bayesrm
+reward functions in one trainer share these names (TRL averages what is logged under one name)."""
+TRL_KEYS = {**{signal: TRL_PREFIX + RL_KEYS[signal] for signal in ("sigma", "disagreement", "proxy", "gold")},
+            "kl": "kl", "length": "completions/mean_length"}
+"""Where they are in a TRL GRPO / RLOO log (TRL_PREFIX names from bayesrm's reward function; kl and length TRL's own)."""
 SIGNALS = ("sigma", "disagreement", "divergence", "kl", "length")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
-from bayesrm.alignment.rl.monitor import disagreement
+from bayesrm.alignment.rl.monitor import TRL_PREFIX, disagreement
 from bayesrm.alignment.rl.reference import ReferenceLevels
 from bayesrm.alignment.rl.reward_fn import Reward, apply_reward, as_proxies
 from bayesrm.types import Message, Prompt, RewardScorer
@@ -118,14 +118,14 @@ def trl_reward_func(
     Conversational prompts (lists of messages) are passed to the scorer as messages, so it renders
     them with its own chat template; the completion is the assistant text. When TRL passes
     ``log_metric`` (trl >= 1.x), the batch's proxy mean, sigma, member disagreement (and gold, if
-    given) are logged as ``bayesrm/proxy``, ``bayesrm/uncertainty``, ``bayesrm/disagreement``,
-    ``bayesrm/gold``: what :class:`~bayesrm.alignment.rl.monitor.HackingMonitorCallback` reads.
+    given) are logged under :data:`~bayesrm.alignment.rl.monitor.TRL_PREFIX` names (``bayesrm/proxy``, ...):
+    what :class:`~bayesrm.alignment.rl.monitor.HackingMonitorCallback` reads.
     Other TRL keyword arguments (completion_ids, trainer_state, dataset columns, ...) are ignored.
     """
     plain = reward_callable(scorer, reward, batch_size, reference, gold)
 
     def score(prompts: list[Prompt], responses: list[str]) -> Batch:
         values = plain(prompts, responses)
-        return values, {f"bayesrm/{key}": value for key, value in plain.last.items()}, {}
+        return values, {TRL_PREFIX + key: value for key, value in plain.last.items()}, {}
 
     return as_trl_reward_func(score, plain.__name__)
