@@ -93,3 +93,19 @@ def test_make_judge_specs_and_errors():
         make_judge({"type": "rm"})
     with pytest.raises(Exception, match="no such checkpoint directory"):
         make_judge("rm:/nonexistent/checkpoint")
+
+
+def test_length_judge_is_minus_the_length_counted_by_hand():
+    prompts = ["ignored", "also ignored", "p"]
+    responses = ["Sure, here  are\tthree words?\n", "  padded  ", ""]
+    # by hand: "Sure," "here" "are" "three" "words?" -> 5 words; "padded" -> 1; "" -> 0
+    assert make_judge("length:words").score(prompts, responses).mean.tolist() == [-5.0, -1.0, 0.0]
+    assert make_judge("length").score(prompts, responses).mean.tolist() == [-5.0, -1.0, 0.0]
+    # characters of the stripped response: "Sure," " " "here" "  " "are" "\t" "three" " " "words?" = 5+1+4+2+3+1+5+1+6 = 28
+    chars = make_judge({"type": "length", "unit": "chars"})
+    assert chars.name == "length:chars" and chars.score(prompts, responses).mean.tolist() == [-28.0, -6.0, 0.0]
+    assert (chars.score(prompts, responses).var == 0).all()
+    with pytest.raises(ValueError, match="length unit must be one of"):
+        make_judge("length:tokens")
+    with pytest.raises(ValueError, match="length \\(option 'unit'\\)"):
+        make_judge({"type": "length", "words": 1})

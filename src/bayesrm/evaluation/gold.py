@@ -2,7 +2,8 @@
 
 Every judge follows the RewardScorer contract, ``score(prompts, responses) -> RewardPrediction``
 with var = 0. Built in: VADER compound sentiment of the response (Hutto & Gilbert, 2014),
-TextBlob polarity or subjectivity (a lexicon; needs no NLTK corpora), any saved bayesrm reward
+TextBlob polarity or subjectivity (a lexicon; needs no NLTK corpora), conciseness (minus the response's
+length in words or characters, ``length:words``: a deterministic second property), any saved bayesrm reward
 model (``rm:<dir>``), the embedded gold reward model ``rm:helpful`` (SmolLM2-135M + LoRA trained on
 real preferences, see docs/helpful.md), and any Python callable. ``make_judge`` builds one from a
 spec string or dict.
@@ -81,6 +82,22 @@ class TextBlobJudge(CallableJudge):
         )
 
 
+class LengthJudge(CallableJudge):
+    """Conciseness: minus the length of the response, so that shorter is better (higher) as for every judge.
+
+    unit ``words``: the number of whitespace-separated words (``str.split()``); ``chars``: the number of
+    characters of the response with surrounding whitespace stripped. The prompt is ignored."""
+
+    UNITS = ("words", "chars")
+
+    def __init__(self, unit: str = "words") -> None:
+        if unit not in self.UNITS:
+            raise ValueError(f"length unit must be one of {self.UNITS}, got {unit!r}")
+        self.unit = unit
+        count = (lambda r: len(r.split())) if unit == "words" else (lambda r: len(r.strip()))
+        super().__init__(lambda _, responses: [-float(count(r)) for r in responses], f"length:{unit}")
+
+
 EMBEDDED_RMS = {"helpful": "gold_helpful"}
 """Embedded gold reward models: name -> directory under bayesrm/data/assets (config.json + model.safetensors)."""
 
@@ -128,13 +145,14 @@ class RewardModelJudge:
         return f"RewardModelJudge({self.path!r})"
 
 
-JUDGE_SPECS = ("'vader', 'textblob', 'textblob:polarity', 'textblob:subjectivity', 'rm:helpful', 'rm:<checkpoint dir>' "
+JUDGE_SPECS = ("'vader', 'textblob', 'textblob:polarity', 'textblob:subjectivity', 'length' (= 'length:words': minus the "
+               "response's word count), 'length:chars', 'rm:helpful', 'rm:<checkpoint dir>' "
                "(append '@bf16' to an rm spec to score under bf16 autocast)")
 
 
 def make_judge(spec: str | dict[str, Any]) -> CallableJudge | RewardModelJudge:
     """A gold judge from a spec: a string (see JUDGE_SPECS) or a dict such as
-    ``{"type": "textblob", "property": "subjectivity"}`` or ``{"type": "rm", "path": ..., "device": "cpu"}``."""
+    ``{"type": "textblob", "property": "subjectivity"}``, ``{"type": "length", "unit": "words"}`` or ``{"type": "rm", "path": ..., "device": "cpu"}``."""
     if isinstance(spec, dict):
         spec = dict(spec)
         kind = str(spec.pop("type", "")).lower()
@@ -142,11 +160,13 @@ def make_judge(spec: str | dict[str, Any]) -> CallableJudge | RewardModelJudge:
             return VaderJudge()
         if kind == "textblob" and set(spec) <= {"property"}:
             return TextBlobJudge(**spec)
+        if kind == "length" and set(spec) <= {"unit"}:
+            return LengthJudge(**spec)
         if kind == "rm" and "path" in spec and set(spec) <= {"path", "device", "dtype"}:
             return RewardModelJudge(**spec)
         raise ValueError(
             f"gold judge spec {spec!r} with type {kind!r}: expected type vader (no options), "
-            "textblob (option 'property') or rm (options 'path', 'device', 'dtype')"
+            "textblob (option 'property'), length (option 'unit') or rm (options 'path', 'device', 'dtype')"
         )
     if not isinstance(spec, str):
         raise ValueError(f"gold judge spec must be a string or a dict, got {type(spec).__name__}")
@@ -156,6 +176,8 @@ def make_judge(spec: str | dict[str, Any]) -> CallableJudge | RewardModelJudge:
         return VaderJudge()
     if kind == "textblob":
         return TextBlobJudge(arg or "polarity")
+    if kind == "length":
+        return LengthJudge(arg or "words")
     if kind == "rm" and arg:
         path, at, dtype = arg.rpartition("@") if arg.endswith(tuple(f"@{d}" for d in RewardModelJudge.DTYPES)) else (arg, "", "")
         return RewardModelJudge(path, dtype=dtype or "fp32")

@@ -146,6 +146,17 @@ class TwoPropertyConfig:
     """A pick satisfies a property when (signed) gold >= threshold: VADER >= 0.05 is 'positive', -subjectivity >= -0.5 'objective'."""
     quantile: float = 0.85
     """Per-prompt reference quantile of the log-sigmoid transform."""
+    threshold_quantile: float | None = None
+    """If set, each property's threshold is this quantile (0.5: the median) of its signed gold over the
+    preference-prompt samples, chosen before any best-of-n prompt is looked at; ``thresholds`` is then unused."""
+
+    def __post_init__(self) -> None:
+        if len(self.thresholds) != 2:
+            raise ValueError(f"thresholds: expected one per property (2), got {self.thresholds}")
+        if self.threshold_quantile is not None and not 0 <= self.threshold_quantile <= 1:
+            raise ValueError(f"threshold_quantile: must be in [0, 1], got {self.threshold_quantile}")
+        if not 0 <= self.quantile <= 1:
+            raise ValueError(f"quantile: must be in [0, 1], got {self.quantile}")
 
 
 @dataclass
@@ -159,7 +170,7 @@ class ScenarioConfig:
     policy: str = "smollm2"
     """Policy: 'smollm2' (embedded SmolLM2-135M-Instruct) or a local causal-LM directory."""
     gold: str = "vader"
-    """Gold judge: vader | textblob:polarity | textblob:subjectivity | rm:helpful (the embedded gold reward
+    """Gold judge: vader | textblob:polarity | textblob:subjectivity | length:words | length:chars | rm:helpful (the embedded gold reward
     model) | rm:/path/to/saved/model; append @bf16 to an rm judge to score under bf16 autocast."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     """Where prompts come from."""
