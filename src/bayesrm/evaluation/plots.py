@@ -50,6 +50,11 @@ def _finish(fig, ax_list, path: str | Path, title: str) -> Path:
         ax.grid(alpha=0.3, linewidth=0.5)
         ax.set_xlabel("KL(best-of-n || policy) = log n - (n-1)/n  [nats]")
     fig.suptitle(title, fontsize=11)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay ``fig`` out tightly and write it to ``path`` (parent folders made); returns the path."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

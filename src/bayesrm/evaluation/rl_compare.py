@@ -143,7 +143,7 @@ def plot_comparison(
     all_runs: Mapping[str, list[list[dict[str, Any]]]], path: str | Path, window: int = 5, kl_key: str = KL_KEY
 ) -> Path:
     """Three panels: smoothed gold vs KL, proxy vs KL, and KL vs step; one colour per method, one line per seed."""
-    from bayesrm.evaluation.plots import PALETTE, figure
+    from bayesrm.evaluation.plots import PALETTE, figure, save_figure
 
     fig, (ax_gold, ax_proxy, ax_kl) = figure(3, width=4.6)
     styles = ["-", "--", ":", "-."]
@@ -165,11 +165,7 @@ def plot_comparison(
         ax.grid(alpha=0.3, linewidth=0.5)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"RL runs, {window}-step trailing means; line style = seed", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def comparison_table(summaries: Sequence[MethodSummary], edges: Sequence[float], digits: int = 3) -> list[str]:

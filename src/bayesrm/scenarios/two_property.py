@@ -156,7 +156,7 @@ def plot_two_property(curves: Mapping[str, BoNCurve], path: str | Path, name1: s
     """Four panels against KL: P(both), gold 1 and (signed) gold 2 of the pick, with the bootstrap bands over
     prompts, and each selection's P(both) minus that of the raw sum with its paired band."""
     from bayesrm.alignment.bon import paired_difference
-    from bayesrm.evaluation.plots import PALETTE, figure
+    from bayesrm.evaluation.plots import PALETTE, figure, save_figure
 
     fig, axes = figure(4, width=4.3)
     panels = [("p_all", "P(pick satisfies both)", None), ("gold", f"gold 1 of the pick ({name1})", thresholds[0]),
@@ -187,8 +187,4 @@ def plot_two_property(curves: Mapping[str, BoNCurve], path: str | Path, name1: s
     axes[0].legend(fontsize=7, loc="best", title="selected by", title_fontsize=7)
     first = next(iter(curves.values()))
     fig.suptitle(f"Two properties, {first.n_prompts} prompts x {first.n_samples} samples (dashed grey: threshold)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
