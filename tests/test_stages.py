@@ -142,14 +142,56 @@ def test_more_best_of_n_prompts_extend_the_set_and_keep_the_proxies(tmp_path, ti
     assert {"label pairs", "train proxy map", "score map"} <= set(fewer.timings)
 
 
-def test_sampling_identity_leaves_out_attention_model_like_the_cache_key():
-    """Stage records made before SamplingConfig.attention existed stay fresh for attention 'model';
-    'grouped' (which can change bf16 samples) is recorded."""
-    from bayesrm.config import to_mapping
+def test_sampling_identity_is_the_sample_cache_key(monkeypatch):
+    """A stage's sampling identity is what decides the samples: dtype resolved on the device (so `auto` on a
+    bf16 CPU and on an fp32-only CPU are two identities), no batch_size, attention 'model' left out as in
+    the cache key (records made before that option existed stay fresh)."""
+    import bayesrm.generation.precision as precision
     from bayesrm.generation.sampler import SamplingConfig
     from bayesrm.scenarios.bon import sampling_identity
 
-    old = {k: v for k, v in to_mapping(SamplingConfig()).items() if k != "attention"}
-    assert sampling_identity(SamplingConfig(attention="model")) == old
-    assert sampling_identity(SamplingConfig(attention="grouped")) == {**old, "attention": "grouped"}
-    assert fingerprint({"sampling": sampling_identity(SamplingConfig(attention="model"))}) == fingerprint({"sampling": old})
+    fp32 = SamplingConfig(dtype="fp32", attention="model")
+    assert sampling_identity(fp32) == fp32.cache_settings("fp32")
+    assert "batch_size" not in sampling_identity(fp32) and "attention" not in sampling_identity(fp32)
+    assert sampling_identity(SamplingConfig(dtype="fp32", attention="model", batch_size=7)) == sampling_identity(fp32)
+    assert sampling_identity(SamplingConfig(dtype="fp32"))["attention"] == "grouped"
+    auto = SamplingConfig(dtype="auto", attention="model")
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda *a: True)
+    on_bf16_cpu = sampling_identity(auto)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda *a: False)
+    on_fp32_cpu = sampling_identity(auto)
+    assert on_bf16_cpu == {**on_fp32_cpu, "dtype": "bf16"} and on_fp32_cpu == sampling_identity(fp32)
+    assert sampling_identity(auto, device="cuda") == on_bf16_cpu
+
+
+def test_identity_mapping_leaves_out_legacy_values_only():
+    """Fields added later with a LEGACY value keep earlier records' fingerprints; every other field,
+    default-valued or not, is recorded (a changed default must make old stages stale)."""
+    from dataclasses import dataclass, field
+
+    from bayesrm.config import LEGACY, identity_mapping, to_mapping
+    from bayesrm.uncertainty.laplace.config import LaplaceConfig
+
+    @dataclass
+    class Old:
+        lr: float = 0.1
+
+    @dataclass
+    class New:
+        lr: float = 0.1
+        extra: int = field(default=3, metadata={LEGACY: 0})
+
+    @dataclass
+    class NewDefault:
+        lr: float = 0.2
+
+    assert identity_mapping(New(extra=0)) == identity_mapping(Old()) == {"lr": 0.1}
+    assert fingerprint({"p": identity_mapping(New(extra=0))}) == fingerprint({"p": identity_mapping(Old())})
+    assert identity_mapping(New()) == {"lr": 0.1, "extra": 3}  # the new default differs from the legacy: recorded
+    assert identity_mapping(NewDefault()) != identity_mapping(Old())  # a changed default is seen...
+    assert to_mapping(NewDefault(), changed_only=True) == to_mapping(Old(), changed_only=True) == {}  # ...changed_only hides it
+    # a posterior fitted before streaming / subsampling / structures existed: the four fields of that time
+    before = identity_mapping(LaplaceConfig(stream_above=None))
+    assert set(before) == {"include_head", "low_rank", "prior_precision", "kfac"}
+    assert identity_mapping(LaplaceConfig())["stream_above"] == 1024  # today's default streams: another posterior
+    assert identity_mapping(LaplaceConfig(stream_above=None, subsample=0.25))["subsample"] == 0.25

@@ -207,6 +207,36 @@ def to_mapping(obj: Any, changed_only: bool = False) -> Any:
     return _plain(obj)
 
 
+LEGACY = "legacy"
+"""Field metadata key: the value a field added later has in effect in results recorded before it existed,
+e.g. ``field(default=1024, metadata={LEGACY: None})``. :func:`identity_mapping` leaves a field out while it
+holds that value, so stage records made before the field existed stay fresh exactly when they still apply."""
+
+
+def identity_mapping(obj: Any) -> Any:
+    """:func:`to_mapping` for fingerprints: every field, except fields that hold their ``LEGACY`` value.
+
+    Unlike ``changed_only``, a changed *default* still changes the mapping (a stage made with the old
+    default is never taken for one made with the new), while adding a field with a ``LEGACY`` value
+    leaves the fingerprints of earlier runs unchanged.
+    """
+    if _is_dataclass(type(obj)):
+        out = {}
+        for f in dataclasses.fields(obj):
+            if not f.init:
+                continue
+            value = getattr(obj, f.name)
+            if LEGACY in f.metadata and _plain(f.metadata[LEGACY]) == _plain(value):
+                continue
+            out[f.name] = identity_mapping(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [identity_mapping(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: identity_mapping(v) for k, v in obj.items()}
+    return _plain(obj)
+
+
 def _plain(value: Any) -> Any:
     if _is_dataclass(type(value)):
         return to_mapping(value)

@@ -53,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bayesrm.config import to_mapping
+    from bayesrm.config import identity_mapping, to_mapping
     from bayesrm.evaluation.outputs import format_metrics, write_evaluation
     from bayesrm.scenarios.stages import claim_run
     from bayesrm.uncertainty.factory import train_model
@@ -72,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     mc: MCDropoutConfig = build_dataclass(MCDropoutConfig, args, seed=training.seed)
     trained = to_mapping(training, changed_only=True)
     trained.pop("output_dir", None)
-    settings = {"method": opts.method, "model": to_mapping(rm_config), "data": to_mapping(data), "training": trained,
-                "ensemble": to_mapping(ensemble), **({"mc_dropout": to_mapping(mc)} if opts.method == "mc-dropout" else {})}
+    settings = {"method": opts.method, "model": identity_mapping(rm_config), "data": to_mapping(data), "training": trained,
+                "ensemble": identity_mapping(ensemble), **({"mc_dropout": identity_mapping(mc)} if opts.method == "mc-dropout" else {})}
     resuming = claim_run(out, "train", settings, overwrite=getattr(args, "overwrite", False), resume=bool(resume),
                          cleanup=[out / "model", out / "checkpoints", out / "metrics.json", out / "reliability.png"])
     if resuming or isinstance(resume, str):

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from bayesrm.config import to_mapping
+from bayesrm.config import identity_mapping, to_mapping
 from bayesrm.data.schema import PreferencePair
 from bayesrm.fileio import atomic_write_text
 from bayesrm.scenarios.config import ProxyConfig, ScenarioConfig
@@ -36,13 +36,14 @@ from bayesrm.scenarios.two_property import two_property_section
 from bayesrm.types import RewardPrediction
 
 
-def sampling_identity(sampling: Any) -> dict[str, Any]:
-    """The sampling settings a stage's fingerprint records: attention ``model`` is left out, as in the
-    sample cache key, so runs recorded before that option existed stay fresh."""
-    out = to_mapping(sampling)
-    if out.get("attention") == "model":
-        del out["attention"]
-    return out
+def sampling_identity(sampling: Any, device: str = "cpu") -> dict[str, Any]:
+    """The sampling settings a stage's fingerprint records: exactly the sample cache's key
+    (:meth:`SamplingConfig.cache_settings` with the dtype resolved on ``device``), so a stage is stale
+    exactly when its samples would be redrawn, e.g. when ``dtype: auto`` resolves to bf16 on one machine
+    and fp32 on another; ``batch_size``, which never changes a sample, is not part of it."""
+    from bayesrm.generation.precision import resolve_dtype
+
+    return sampling.cache_settings(resolve_dtype(sampling.dtype, device))
 
 
 class BoNRunner:
@@ -97,7 +98,7 @@ class BoNRunner:
         c = self.config
         sizes = {"train": c.preferences.prompts, "bon": c.bon.prompts, "select": c.bon.selection_prompts}
         need = sum(sizes.values())
-        settings = {"prompts": to_mapping(c.prompts), "preference_prompts": c.preferences.prompts, "bon_prompts": c.bon.prompts,
+        settings = {"prompts": identity_mapping(c.prompts), "preference_prompts": c.preferences.prompts, "bon_prompts": c.bon.prompts,
                     "selection_prompts": c.bon.selection_prompts}
         _, fresh = self.stages.fresh("prompts", settings, [], [path])
         if fresh:
@@ -197,7 +198,7 @@ class BoNRunner:
             base_spec = next(p for p in c.proxies if p.name == spec.base)
             self.proxy(base_spec, train, [], tag)
             upstream.append(self.stages.fingerprint_of(f"proxy {base_spec.name}{tag}"))
-        settings = {"proxy": to_mapping(spec), "model": to_mapping(c.model), "training": to_mapping(c.training, changed_only=True),
+        settings = {"proxy": identity_mapping(spec), "model": identity_mapping(c.model), "training": to_mapping(c.training, changed_only=True),
                     "seed": c.seed, "validation_fraction": c.preferences.validation_fraction, "max_pairs": c.preferences.max_pairs}
         _, fresh = self.stages.fresh(f"proxy {spec.name}{tag}", settings, upstream, [directory / "model" / "config.json"],
                                      cleanup=[directory])

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from bayesrm.config import LEGACY
 
 from bayesrm.uncertainty.laplace.kfac import KFAC_MODES
 from bayesrm.uncertainty.laplace.structures import STRUCTURES
@@ -12,7 +14,11 @@ from bayesrm.uncertainty.laplace.structures import STRUCTURES
 
 @dataclass
 class LaplaceConfig:
-    """Settings of a Laplace-LoRA posterior (saved in its config.json)."""
+    """Settings of a Laplace-LoRA posterior (saved in its config.json).
+
+    Fields added after the first release carry a ``LEGACY`` value (bayesrm.config): what posteriors
+    fitted before they existed were in effect fitted with, so stage fingerprints of those runs stay valid.
+    """
 
     include_head: bool = False
     """Also treat the scalar head (weight and bias) as Bayesian."""
@@ -22,15 +28,15 @@ class LaplaceConfig:
     """lambda of the prior N(0, lambda^-1 I); set by optimize_prior_precision or fixed."""
     kfac: str = "pair"
     """K-FAC factors: 'pair' (per-pair gradients, default) or 'expand' (per token); see kfac.py."""
-    structure: str = "kfac"
+    structure: str = field(default="kfac", metadata={LEGACY: "kfac"})
     """Curvature structure (structures.STRUCTURES): 'kfac' (Kronecker factors per linear map) or 'diag' (exact GGN diagonal)."""
-    stream_above: int | None = 1024
+    stream_above: int | None = field(default=1024, metadata={LEGACY: None})
     """K-FAC factors of dimension above this are accumulated low-rank while streaming over the pairs (top low_rank + oversample eigenpairs and the exact trace: O(d k) memory, no d x d matrix); None: always dense."""
-    oversample: int = 8
+    oversample: int = field(default=8, metadata={LEGACY: 8})
     """Extra eigenpairs a streamed factor keeps while accumulating (the top low_rank are kept at the end); more is more accurate, each costs d float32 per factor."""
-    subsample: float = 1.0
+    subsample: float = field(default=1.0, metadata={LEGACY: 1.0})
     """Curvature from a random subset of the pairs, rescaled to all of them: a fraction in (0, 1], or a whole number of pairs (> 1)."""
-    subsample_seed: int = 0
+    subsample_seed: int = field(default=0, metadata={LEGACY: 0})
     """Seed of the subset drawn by subsample."""
 
     def __post_init__(self) -> None:
