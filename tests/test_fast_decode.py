@@ -41,13 +41,13 @@ def _decode_logits(model, steps: int = 6) -> list[torch.Tensor]:
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        cache, pos, logits = out.past_key_values, positions[:, -1], [out.logits[:, -1]]
+        cache, pos, logits = decoding._output_cache(out), positions[:, -1], [out.logits[:, -1]]
         for _ in range(steps):
             mask = torch.cat([mask, mask.new_ones(len(PROMPT_IDS), 1)], -1)
             pos = pos + 1
             out = model(input_ids=logits[-1].argmax(-1, keepdim=True), attention_mask=mask,
-                        position_ids=pos[:, None], past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+                        position_ids=pos[:, None], use_cache=True, **{decoding._cache_argument(model): cache})
+            cache = decoding._output_cache(out)
             logits.append(out.logits[:, -1])
     return logits
 
