@@ -139,3 +139,28 @@ def test_bon_command_pools_seeds(tmp_path, tiny_causal_lm_dir, tiny_bert_dir):
     assert json.loads((out / "seed0" / "prompts.json").read_text()) == json.loads((out / "seed1" / "prompts.json").read_text())
     cache = caches[0]
     assert len(cache.read_text().splitlines()) == 5 * 3 + 3 * 4
+
+
+def test_scenario_device_is_checked_at_load_and_resolved_before_any_work(tmp_path, monkeypatch):
+    """`device: gpu` fails when the file is read, naming the field; auto resolves to cuda only when CUDA is
+    visible, and an explicit cuda on a machine without one fails before anything is written."""
+    import torch
+
+    from bayesrm.config import ConfigError
+    from bayesrm.models.device import resolve_device
+    from bayesrm.scenarios.bon import BoNRunner
+    from bayesrm.scenarios.config import load_scenario
+
+    with pytest.raises(ConfigError, match=r"device must be auto, cpu, cuda, cuda:N or mps; got 'gpu'"):
+        load_scenario("helpful", overrides={"device": "gpu"})
+    assert load_scenario("helpful").device == "auto"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ValueError, match="no CUDA device is visible"):
+        BoNRunner(load_scenario("helpful", overrides={"device": "cuda"}), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:0") == "cuda:0"
+    with pytest.raises(ValueError, match="only 1 CUDA device"):
+        resolve_device("cuda:1")

@@ -150,9 +150,10 @@ JUDGE_SPECS = ("'vader', 'textblob', 'textblob:polarity', 'textblob:subjectivity
                "(append '@bf16' to an rm spec to score under bf16 autocast)")
 
 
-def make_judge(spec: str | dict[str, Any]) -> CallableJudge | RewardModelJudge:
+def make_judge(spec: str | dict[str, Any], device: str = "cpu") -> CallableJudge | RewardModelJudge:
     """A gold judge from a spec: a string (see JUDGE_SPECS) or a dict such as
-    ``{"type": "textblob", "property": "subjectivity"}``, ``{"type": "length", "unit": "words"}`` or ``{"type": "rm", "path": ..., "device": "cpu"}``."""
+    ``{"type": "textblob", "property": "subjectivity"}``, ``{"type": "length", "unit": "words"}`` or ``{"type": "rm", "path": ..., "device": "cpu"}``. ``device``: where a reward-model judge runs (a dict spec's own
+    ``device`` wins); the other judges run on the CPU."""
     if isinstance(spec, dict):
         spec = dict(spec)
         kind = str(spec.pop("type", "")).lower()
@@ -163,7 +164,7 @@ def make_judge(spec: str | dict[str, Any]) -> CallableJudge | RewardModelJudge:
         if kind == "length" and set(spec) <= {"unit"}:
             return LengthJudge(**spec)
         if kind == "rm" and "path" in spec and set(spec) <= {"path", "device", "dtype"}:
-            return RewardModelJudge(**spec)
+            return RewardModelJudge(**{"device": device, **spec})
         raise ValueError(
             f"gold judge spec {spec!r} with type {kind!r}: expected type vader (no options), "
             "textblob (option 'property'), length (option 'unit') or rm (options 'path', 'device', 'dtype')"
@@ -180,5 +181,5 @@ def make_judge(spec: str | dict[str, Any]) -> CallableJudge | RewardModelJudge:
         return LengthJudge(arg or "words")
     if kind == "rm" and arg:
         path, at, dtype = arg.rpartition("@") if arg.endswith(tuple(f"@{d}" for d in RewardModelJudge.DTYPES)) else (arg, "", "")
-        return RewardModelJudge(path, dtype=dtype or "fp32")
+        return RewardModelJudge(path, device=device, dtype=dtype or "fp32")
     raise ValueError(f"unknown gold judge {spec!r}; expected one of {JUDGE_SPECS}")

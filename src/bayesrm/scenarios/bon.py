@@ -54,6 +54,10 @@ class BoNRunner:
         self.config = config
         for spec in config.proxies:  # proxy names become file names under out_dir: nothing may escape it
             safe_name(spec.name, f"scenario {config.name!r}: proxy name")
+        from bayesrm.models.device import resolve_device
+
+        self.device = resolve_device(config.device)
+        """The resolved torch device (config.device: auto -> cuda or cpu) of the policy, the gold and the proxies."""
         self.out = Path(out_dir)
         self.stages = StageRecords(self.out, overwrite=overwrite)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.out / "samples"
@@ -134,7 +138,7 @@ class BoNRunner:
             from bayesrm.models.policy import load_policy
 
             with self.stage("load policy"):
-                model, tokenizer = load_policy(self.config.policy)
+                model, tokenizer = load_policy(self.config.policy, device=self.device)
                 self._sampler = PolicySampler(model, tokenizer, self.config.policy, self.config.sampling,
                                               cache_dir=self.cache_dir)
         return self._sampler
@@ -158,7 +162,7 @@ class BoNRunner:
         c = self.config
         path = self.out / f"pairs{tag}.jsonl"
         train_prompts, _ = self.prompts()
-        settings = {"policy": c.policy, "sampling": sampling_identity(c.sampling), "samples_per_prompt": c.preferences.samples_per_prompt,
+        settings = {"policy": c.policy, "sampling": sampling_identity(c.sampling, self.device), "samples_per_prompt": c.preferences.samples_per_prompt,
                     "label_temperature": c.preferences.label_temperature, "label_noise": c.preferences.label_noise,
                     "seed": c.seed, "gold": judge_identity(gold_judge), "sign": sign}
         # upstream: the preference prompts themselves, not the whole prompt stage, so that more best-of-n or
@@ -202,15 +206,16 @@ class BoNRunner:
                     "seed": c.seed, "validation_fraction": c.preferences.validation_fraction, "max_pairs": c.preferences.max_pairs}
         _, fresh = self.stages.fresh(f"proxy {spec.name}{tag}", settings, upstream, [directory / "model" / "config.json"],
                                      cleanup=[directory])
-        if fresh:
-            scorer = load_scorer(directory / "model")
-        else:
+        if not fresh:
             with self.stage(f"train proxy {spec.name}{tag}"):
                 # a Laplace proxy's base: done above, so loaded from disk here
                 base = self.proxy(base_spec, train, [], tag) if spec.method == "laplace" else None
                 scorer = train_proxy(c, spec, train, directory, base=base, progress=self.progress, log=self.log,
-                                     label=f"{spec.name}{tag}")
+                                     label=f"{spec.name}{tag}", device=self.device)
                 scorer.save_pretrained(directory / "model")
+                del scorer, base
+        # always the saved proxy, on the run's device: a fresh run scores exactly what a resumed one would
+        scorer = load_scorer(directory / "model", device=self.device)
         if valid and not (directory / "metrics.json").exists():
             from bayesrm.evaluation.outputs import write_evaluation
 
@@ -232,7 +237,7 @@ class BoNRunner:
         c = self.config
         path = self.out / "scores" / ("" if split == "bon" else split) / f"{name}.safetensors"
         self.prompts()
-        settings = {"policy": c.policy, "sampling": sampling_identity(c.sampling), "n_samples": c.bon.n_samples, "scorer": name, "split": split}
+        settings = {"policy": c.policy, "sampling": sampling_identity(c.sampling, self.device), "n_samples": c.bon.n_samples, "scorer": name, "split": split}
         stage = f"scores {name}" + ("" if split == "bon" else f" ({split})")
         _, fresh = self.stages.fresh(stage, settings, [self.stages.fingerprint_of("prompts"), source], [path])
         if fresh:
@@ -278,7 +283,7 @@ class BoNRunner:
         from bayesrm.evaluation.report import make_bon_report
 
         c = self.config
-        gold_judge = make_judge(c.gold)
+        gold_judge = make_judge(c.gold, device=self.device)
         train, valid = self.pairs(gold_judge)
         self.log(f"{len(train)} training / {len(valid)} validation preference pairs")
         prompt_ids, prompts, responses = self.bon_samples()

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from bayesrm.alignment.rl.config import RLConfig
 from bayesrm.config import ConfigError, from_mapping, load_config
 from bayesrm.generation.sampler import SamplingConfig
+from bayesrm.models.device import check_device
 from bayesrm.models.reward_model import RewardModelConfig
 from bayesrm.training.trainer import RewardTrainingConfig
 from bayesrm.uncertainty.base import EnsembleConfig
@@ -172,6 +173,10 @@ class ScenarioConfig:
     gold: str = "vader"
     """Gold judge: vader | textblob:polarity | textblob:subjectivity | length:words | length:chars | rm:helpful (the embedded gold reward
     model) | rm:/path/to/saved/model; append @bf16 to an rm judge to score under bf16 autocast."""
+    device: str = "auto"
+    """Torch device of the policy, the gold reward model and the proxies: auto (cuda when one is visible, else
+    cpu) | cpu | cuda | cuda:N | mps. The device itself is in no stage fingerprint (samples cached on one device
+    are reused on another); the sampling dtype it resolves ``sampling.dtype: auto`` to is."""
     prompts: PromptConfig = field(default_factory=PromptConfig)
     """Where prompts come from."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -221,6 +226,7 @@ class ScenarioConfig:
 
     def validate(self) -> None:
         """Cross-field checks (each field's own type and range are checked when it is built)."""
+        check_device(self.device)
         names = [p.name for p in self.proxies]
         if not names:
             raise ValueError("proxies: expected a non-empty list")

@@ -63,7 +63,7 @@ def two_property_section(runner: BoNRunner, train1: list[PreferencePair], valid1
     N = c.bon.n_samples
     P = len(prompt_ids) // N
     map_spec = next((p for p in c.proxies if p.method == "map"), ProxyConfig())
-    judge2 = make_judge(tp.gold)
+    judge2 = make_judge(tp.gold, device=runner.device)
     train2, valid2 = runner.pairs(judge2, sign=tp.sign, tag="_prop2")
     rm1 = runner.proxy(map_spec, train1, valid1)
     rm2 = runner.proxy(map_spec, train2, valid2, tag="_prop2")
@@ -73,7 +73,7 @@ def two_property_section(runner: BoNRunner, train1: list[PreferencePair], valid1
     if tp.threshold_quantile is None:
         thresholds, how = list(tp.thresholds), "given"
     else:
-        thresholds = preference_thresholds(runner, [(make_judge(c.gold), 1.0), (judge2, tp.sign)], tp.threshold_quantile)
+        thresholds = preference_thresholds(runner, [(make_judge(c.gold, device=runner.device), 1.0), (judge2, tp.sign)], tp.threshold_quantile)
         how = f"the {tp.threshold_quantile:g} quantile of each property's gold over the preference-prompt samples"
     g1, g2 = gold1.mean.view(P, N), gold2.mean.view(P, N)
     extra = {"p_all": satisfies_all([g1, g2], thresholds), "p_1": satisfies_all([g1], thresholds[:1]),
