@@ -12,7 +12,7 @@ from pathlib import Path
 
 SECTIONS = ("prompts", "sampling", "preferences", "model", "training", "bon")
 """Scenario sections with generated --<section>-<field> flags (training: the TrainingArguments `bayesrm train` exposes)."""
-TOP_LEVEL = ("name", "seed", "policy", "gold")
+TOP_LEVEL = ("name", "seed", "policy", "gold", "device")
 
 
 def add_arguments(p: argparse.ArgumentParser, default_out: str | None, default_config: str = "sentiment") -> None:
