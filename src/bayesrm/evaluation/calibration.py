@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Mapping
 
 from bayesrm.evaluation.metrics import N_BINS, ArrayLike, CalibrationBins, calibration_bins, calibration_bins_p_chosen
+from bayesrm.evaluation.plots import save_figure
 from bayesrm.evaluation.uncertainty import CoverageCurve
 
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
@@ -19,14 +20,6 @@ def _figure(ncols: int, width: float, height: float):
     fig = Figure(figsize=(width * ncols, height), dpi=110)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(1, ncols, squeeze=False)[0]
-
-
-def _save(fig, path: str | Path) -> Path:
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
 
 
 def _reliability_panel(ax, bins: CalibrationBins, lo: float, xlabel: str, ylabel: str, title: str) -> None:
@@ -68,7 +61,7 @@ def reliability_diagram(
     if both_conventions:
         _reliability_panel(axes[1], calibration_bins_p_chosen(probabilities, n_bins), 0.0,
                            "P(first response wins)", "observed frequency", "P(chosen), both orientations")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def coverage_plot(curves: Mapping[str, Mapping[str, CoverageCurve]], path: str | Path, title: str = "Selective accuracy") -> Path:
@@ -91,4 +84,4 @@ def coverage_plot(curves: Mapping[str, Mapping[str, CoverageCurve]], path: str |
         ax.grid(alpha=0.3, linewidth=0.5)
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(title, fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
