@@ -195,3 +195,18 @@ def test_identity_mapping_leaves_out_legacy_values_only():
     assert set(before) == {"include_head", "low_rank", "prior_precision", "kfac"}
     assert identity_mapping(LaplaceConfig())["stream_above"] == 1024  # today's default streams: another posterior
     assert identity_mapping(LaplaceConfig(stream_above=None, subsample=0.25))["subsample"] == 0.25
+
+
+def test_training_identity_records_bayesrm_defaults_and_changed_hf_fields():
+    """A proxy's training identity holds every RewardTrainingConfig field (so a changed bayesrm default makes
+    earlier proxies stale, which changed_only would hide), inherited fields only where they differ from
+    transformers' defaults, and never where output goes."""
+    from bayesrm.training.trainer import RewardTrainingConfig
+
+    base = RewardTrainingConfig(output_dir="/tmp/a", use_cpu=True)
+    ident = base.identity()
+    assert ident["learning_rate"] == 2e-4 and ident["use_margin"] is True and ident["center_rewards_coefficient"] == 0.0
+    assert "output_dir" not in ident and "weight_decay" not in ident and "adam_beta1" not in ident
+    assert RewardTrainingConfig(output_dir="/tmp/b", use_cpu=True).identity() == ident
+    assert RewardTrainingConfig(output_dir="/tmp/a", use_cpu=True, weight_decay=0.1).identity()["weight_decay"] == 0.1
+    assert RewardTrainingConfig(output_dir="/tmp/a", use_cpu=True, learning_rate=1e-3).identity() != ident

@@ -70,8 +70,7 @@ def run(args: argparse.Namespace) -> int:
                                eval_strategy="epoch" if data.validation_fraction > 0 else "no")
     ensemble: EnsembleConfig = build_dataclass(EnsembleConfig, args, seed=training.seed)
     mc: MCDropoutConfig = build_dataclass(MCDropoutConfig, args, seed=training.seed)
-    trained = to_mapping(training, changed_only=True)
-    trained.pop("output_dir", None)
+    trained = training.identity()
     settings = {"method": opts.method, "model": identity_mapping(rm_config), "data": to_mapping(data), "training": trained,
                 "ensemble": identity_mapping(ensemble), **({"mc_dropout": identity_mapping(mc)} if opts.method == "mc-dropout" else {})}
     resuming = claim_run(out, "train", settings, overwrite=getattr(args, "overwrite", False), resume=bool(resume),

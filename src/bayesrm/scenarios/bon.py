@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from bayesrm.config import identity_mapping, to_mapping
+from bayesrm.config import identity_mapping
 from bayesrm.data.schema import PreferencePair
 from bayesrm.fileio import atomic_write_text
 from bayesrm.scenarios.config import ProxyConfig, ScenarioConfig
@@ -202,7 +202,7 @@ class BoNRunner:
             base_spec = next(p for p in c.proxies if p.name == spec.base)
             self.proxy(base_spec, train, [], tag)
             upstream.append(self.stages.fingerprint_of(f"proxy {base_spec.name}{tag}"))
-        settings = {"proxy": identity_mapping(spec), "model": identity_mapping(c.model), "training": to_mapping(c.training, changed_only=True),
+        settings = {"proxy": identity_mapping(spec), "model": identity_mapping(c.model), "training": c.training.identity(),
                     "seed": c.seed, "validation_fraction": c.preferences.validation_fraction, "max_pairs": c.preferences.max_pairs}
         _, fresh = self.stages.fresh(f"proxy {spec.name}{tag}", settings, upstream, [directory / "model" / "config.json"],
                                      cleanup=[directory])

@@ -8,6 +8,7 @@ gradient accumulation, logging and multi-process training (DDP via ``torchrun`` 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections import defaultdict
@@ -48,6 +49,23 @@ class RewardTrainingConfig(TrainingArguments):
         default="members", metadata={"help": "Ensembles: 'members' (each member's BT loss) or 'mean' (UP-RLHF eq. 12)."}
     )
     use_margin: bool = field(default=True, metadata={"help": "Subtract the pairs' margins (when the data has them)."})
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide what training produces, for stage and run fingerprints: every field
+        this class declares (its defaults are bayesrm's, so changing one must make earlier runs stale),
+        plus each inherited ``TrainingArguments`` field that differs from transformers' default. Where
+        output goes (output_dir, logging_dir, disable_tqdm) is left out."""
+        from bayesrm.config import to_mapping
+
+        own = {name for name in vars(RewardTrainingConfig).get("__annotations__", {})}
+        hf = {f.name: f.default for f in dataclasses.fields(TrainingArguments) if f.default is not dataclasses.MISSING}
+        out = {}
+        for name, value in to_mapping(self).items():
+            if name in ("output_dir", "logging_dir", "disable_tqdm"):
+                continue
+            if name in own or name not in hf or to_mapping(hf[name]) != value:
+                out[name] = value
+        return out
 
     def __post_init__(self) -> None:
         if self.ensemble_target not in TARGETS:
