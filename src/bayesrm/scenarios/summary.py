@@ -85,18 +85,25 @@ def write_summary(
     runs_note: str = "",
     select_curves: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """Top-level report: one overview plot (each proxy's mean and best penalty), tables, links."""
+    """Top-level report: one overview plot (each proxy's mean and its penalty: the one chosen on the
+    selection prompts when there are any, else the best at N, labelled as such), tables, links."""
     from bayesrm.alignment.bon import paired_difference
     from bayesrm.evaluation.plots import plot_bon
+    from bayesrm.scenarios.selection import choose_rewards
 
     c = config
     flat = {f"{proxy}/{spec}": curve for proxy, curves in all_curves.items() for spec, curve in curves.items()}
+    chosen = choose_rewards({p: cs for p, cs in select_curves.items() if p in all_curves}) if select_curves else {}
     overview = {}
     for proxy, curves in all_curves.items():
         overview[f"{proxy}/mean"] = curves["mean"]
+        if proxy in chosen:
+            if chosen[proxy] != "mean" and chosen[proxy] in curves:
+                overview[f"{proxy}/{chosen[proxy]} (chosen on selection prompts)"] = curves[chosen[proxy]]
+            continue
         best = max((s for s in curves if s != "mean"), key=lambda s: float(curves[s].stats["gold"].mean[-1]), default=None)
         if best is not None:
-            overview[f"{proxy}/{best}"] = curves[best]
+            overview[f"{proxy}/{best} (best at N)"] = curves[best]
     plot_bon(overview, out / "bon.png", title=f"{c.name}: gold (solid) and proxy (dashed) reward of best-of-n")
     ns = c.bon_ns()
     lines = [f"# {c.name}: best-of-n overoptimization", "",
